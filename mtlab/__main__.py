@@ -1,0 +1,5 @@
+import sys
+
+from mtlab.cli import main
+
+sys.exit(main())

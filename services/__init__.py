@@ -1,0 +1,1 @@
+"""The mtlab services, one process each (`python -m services.<name>`). Built from issue #3 on."""

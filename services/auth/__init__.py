@@ -1,0 +1,1 @@
+"""The auth and session service, on asyncio. Not built yet (issue #3)."""

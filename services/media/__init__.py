@@ -1,0 +1,1 @@
+"""The media and file service. Not built yet (issue #6)."""

@@ -1,0 +1,1 @@
+"""The sharded chat database: shard map, router, migrations, resharding. Not built yet (issue #4)."""
