@@ -1,0 +1,1 @@
+"""Benchmarks behind ``mtlab bench``: plain functions that measure and return figures (see crypto.py)."""
