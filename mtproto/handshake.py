@@ -256,13 +256,17 @@ def server_dh_params(
         g_a=_int_bytes(g_a),
         server_time=now,
     ).to_bytes()
-    with_hash = hashlib.sha1(answer).digest() + answer
-    with_hash += randbytes(-len(with_hash) % 16)
-    key_, iv = kdf.tmp_aes_key_iv(inner.new_nonce, state.server_nonce)
-    reply = mt.types.ServerDHParamsOk(
-        nonce=state.nonce, server_nonce=state.server_nonce, encrypted_answer=ige256_encrypt(with_hash, key_, iv)
-    )
+    encrypted = _encrypt_with_sha1(answer, inner.new_nonce, state.server_nonce, randbytes)
+    reply = mt.types.ServerDHParamsOk(nonce=state.nonce, server_nonce=state.server_nonce, encrypted_answer=encrypted)
     return reply, ServerStep2(state.nonce, state.server_nonce, inner.new_nonce, a, dc_id, expires_in)
+
+
+def _encrypt_with_sha1(data: bytes, new_nonce: bytes, server_nonce: bytes, randbytes: RandBytes) -> bytes:
+    """``IGE(SHA1(data) + data + 0..15 random bytes)`` under the tmp key: both DH messages use this form."""
+    with_hash = hashlib.sha1(data).digest() + data
+    with_hash += randbytes(-len(with_hash) % 16)
+    key, iv = kdf.tmp_aes_key_iv(new_nonce, server_nonce)
+    return ige256_encrypt(with_hash, key, iv)
 
 
 def _decrypt_with_sha1(encrypted: bytes, new_nonce: bytes, server_nonce: bytes, what: str) -> TLObject:
@@ -482,12 +486,8 @@ def _client_send_g_b(
     data = mt.types.ClientDHInnerData(
         nonce=state.nonce, server_nonce=state.server_nonce, retry_id=retry_id, g_b=_int_bytes(g_b)
     ).to_bytes()
-    with_hash = hashlib.sha1(data).digest() + data
-    with_hash += randbytes(-len(with_hash) % 16)
-    key, iv = kdf.tmp_aes_key_iv(state.new_nonce, state.server_nonce)
-    query = mt.functions.SetClientDHParams(
-        nonce=state.nonce, server_nonce=state.server_nonce, encrypted_data=ige256_encrypt(with_hash, key, iv)
-    )
+    encrypted = _encrypt_with_sha1(data, state.new_nonce, state.server_nonce, randbytes)
+    query = mt.functions.SetClientDHParams(nonce=state.nonce, server_nonce=state.server_nonce, encrypted_data=encrypted)
     return query, ClientStep3(state, auth_key, time_offset, g, dh_prime, g_a, retry_id)
 
 

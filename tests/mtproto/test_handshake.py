@@ -13,6 +13,7 @@ from mtproto import handshake
 from mtproto.crypto import dh, kdf, rsa
 from mtproto.crypto.ige import ige256_encrypt
 from mtproto.errors import RemoteProtocolError, TransportErrorCode
+from mtproto.replay import seeded_randbytes
 from mtproto.tl import mt
 from mtproto.tl.runtime import Reader, TLObject
 
@@ -23,18 +24,7 @@ CONFIG = handshake.ServerConfig(rsa_keys=(KEY,), dc_id=2)
 NOW = 1_700_000_000
 
 
-def drbg(seed: bytes) -> Callable[[int], bytes]:
-    counter = 0
-
-    def randbytes(n: int) -> bytes:
-        nonlocal counter
-        out = b""
-        while len(out) < n:
-            out += hashlib.sha256(seed + counter.to_bytes(8, "little")).digest()
-            counter += 1
-        return out[:n]
-
-    return randbytes
+drbg = seeded_randbytes
 
 
 def wire(obj: TLObject) -> TLObject:

@@ -1,30 +1,17 @@
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
+from mtproto.replay import seeded_randbytes
 from mtproto.session import AuthKey, ClientSession, SaltPolicy, ServerSession, open_message
 
 NOW = 1_700_000_000.0
 
 
-def drbg(seed: bytes) -> Callable[[int], bytes]:
-    """Deterministic 'random' bytes (SHA256 in counter mode): tests replay exactly."""
-    counter = 0
-
-    def randbytes(n: int) -> bytes:
-        nonlocal counter
-        out = b""
-        while len(out) < n:
-            out += hashlib.sha256(seed + counter.to_bytes(8, "little")).digest()
-            counter += 1
-        return out[:n]
-
-    return randbytes
+drbg = seeded_randbytes
 
 
 @dataclass
