@@ -16,6 +16,7 @@ only), so they never import a client or a service, and import order never matter
 from __future__ import annotations
 
 import argparse
+import builtins
 import keyword
 import sys
 import textwrap
@@ -89,8 +90,10 @@ def class_name(c: Combinator) -> str:
 
 
 def type_alias(type_name: str) -> str:
+    """``TypeX`` for the abstract type X; a name that is a Python builtin (``TypeError``) gets a trailing ``_``."""
     short = type_name.rpartition(".")[2]
-    return "Type" + "".join(part[:1].upper() + part[1:] for part in short.split("_") if part)
+    alias = "Type" + "".join(part[:1].upper() + part[1:] for part in short.split("_") if part)
+    return alias + "_" if hasattr(builtins, alias) else alias
 
 
 def attr_name(param: Param) -> str:
@@ -118,6 +121,7 @@ class _Module:
         self.type_only_imports: dict[str, set[str]] = defaultdict(set)  # module -> names
         self.runtime_imports: set[str] = set()
         self.uses_typevar = False
+        self.uses_local_error = False
         self.refs: dict[str, tuple[str, str, frozenset[int]]] = {}  # const -> (TL name, annotation, ids)
 
     @property
@@ -161,9 +165,10 @@ class _Module:
             self.type_only_imports[home].add(cls)
         return cls
 
-    def type_ref(self, tl_name: str, annotation: str, ids: frozenset[int]) -> str:
-        boxed = annotation.startswith("Type")
-        const = ("_T_" if boxed else "_BARE_") + annotation.removeprefix("Type").upper()
+    def type_ref(self, tl_name: str, annotation: str, ids: frozenset[int], *, bare: bool = False) -> str:
+        # Named after the full TL name (namespace included), so two types called Pnt in different
+        # namespaces never share a constant.
+        const = ("_BARE_" if bare else "_T_") + tl_name.replace(".", "_").upper()
         self.refs[const] = (tl_name, annotation, ids)
         self.runtime_imports.add("TypeRef")
         return const
@@ -183,7 +188,7 @@ class _Module:
             return "r.read_object()"
         if t.bare:
             c = self.gen.bare_constructor(t.name)
-            ref = self.type_ref(c.name, self.reference_class(t.name), frozenset({c.id}))
+            ref = self.type_ref(c.name, self.reference_class(t.name), frozenset({c.id}), bare=True)
             return f"r.read_bare({ref})"
         ref = self.type_ref(t.name, self.reference_type(t.name), self.gen.constructor_ids(t.name))
         return f"r.read_boxed({ref})"
@@ -305,6 +310,8 @@ class _Generator:
         head += import_line("typing", typing_names)
         head.append("")
         runtime = {"Reader", "register", "TLFunction" if is_function else "TLObject"} | mod.runtime_imports
+        if mod.uses_local_error:
+            runtime.add("LocalProtocolError")
         first_party = {"mtproto.tl.runtime": runtime}
         if children:
             first_party[f"{self.package}.{'functions' if is_function else 'types'}"] = set(children)
@@ -383,6 +390,26 @@ class _Generator:
     def write_source(self, mod: _Module, c: Combinator) -> list[str]:
         out = ["    def _write_bare(self, out: bytearray) -> None:"]
         body: list[str] = []
+        # Fields that share one flag bit (config's flags.2) must be set together: the bit says all are there.
+        shared: dict[tuple[str, int], list[Param]] = defaultdict(list)
+        for p in c.params:
+            if p.flag_word is not None:
+                shared[(p.flag_word, p.flag_bit or 0)].append(p)
+        for (word, bit), group in shared.items():
+            if len(group) < 2:
+                continue
+            mod.uses_local_error = True
+            names = ", ".join(q.name for q in group)
+            body.append("        if not (")
+            # "absent" is None for a value and False for a ``flags.N?true`` bit.
+            absent = [
+                f"(not self.{attr_name(q)})" if q.is_flag_bit else f"(self.{attr_name(q)} is None)" for q in group
+            ]
+            body.append("            " + "\n            == ".join(absent))
+            body.append("        ):")
+            body.append("            raise LocalProtocolError(")
+            body.append(f'                "{c.name}: {names} share {word}.{bit}; set all or none"')
+            body.append("            )")
         for p in c.params:
             if p.is_flags_word:
                 parts = []
@@ -391,7 +418,7 @@ class _Generator:
                         continue
                     cond = f"self.{attr_name(q)}" if q.is_flag_bit else f"self.{attr_name(q)} is not None"
                     parts.append(f"({1 << (q.flag_bit or 0)} if {cond} else 0)")
-                mod.runtime_imports.add("INT")
+                mod.runtime_imports.add("UINT")  # a flags word is an unsigned 32-bit ``#``
                 if parts:
                     joined = f"        {p.name} = " + " | ".join(parts)
                     if len(joined) <= 120:
@@ -401,9 +428,9 @@ class _Generator:
                         body.append(f"            {parts[0]}")
                         body += [f"            | {part}" for part in parts[1:]]
                         body.append("        )")
-                    body.append(f"        out += INT.pack({p.name})")
+                    body.append(f"        out += UINT.pack({p.name})")
                 else:
-                    body.append("        out += INT.pack(0)")
+                    body.append("        out += UINT.pack(0)")
                 continue
             if p.is_flag_bit:
                 continue
@@ -421,12 +448,12 @@ class _Generator:
         fields = [p for p in c.params if not p.is_flags_word]
         if not fields:
             # A flags word with no conditional fields still takes its 4 bytes.
-            out += ["        r.read_int()" for _ in c.params]
+            out += ["        r.read_uint()" for _ in c.params]
             out.append("        return cls()")
             return out
         for p in c.params:
             if p.is_flags_word:
-                out.append(f"        {p.name} = r.read_int()")
+                out.append(f"        {p.name} = r.read_uint()")
                 continue
             local = "_" + p.name
             if p.is_flag_bit:

@@ -99,16 +99,26 @@ class Combinator:
         return self.name.rpartition(".")[2]
 
 
+_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)?$")
+
+
 def parse_type(text: str) -> TLType:
     if text.startswith("!"):
-        return TLType(text[1:], generic_query=True)
+        return TLType(_checked_name(text[1:], text), generic_query=True)
     m = _VECTOR.match(text)
     if m:
         return TLType("vector", bare=m["kind"] == "vector", vector=parse_type(m["item"]))
     if text.startswith("%"):
-        return TLType(text[1:], bare=True)
+        return TLType(_checked_name(text[1:], text), bare=True)
+    _checked_name(text, text)
     bare = text not in PRIMITIVES and text.rpartition(".")[2][:1].islower()
     return TLType(text, bare=bare)
+
+
+def _checked_name(name: str, text: str) -> str:
+    if not _NAME.match(name):
+        raise SchemaError(f"malformed type {text!r}")
+    return name
 
 
 def _parse_param(token: str) -> Param:
@@ -119,7 +129,12 @@ def _parse_param(token: str) -> Param:
         return Param(name, None)
     m = _FLAG.match(type_text)
     if m:
-        return Param(name, parse_type(m["type"]), m["word"], int(m["bit"]))
+        bit = int(m["bit"])
+        if bit > 31:
+            raise SchemaError(f"flag bit {bit} of {token!r}: a flags word has bits 0..31")
+        return Param(name, parse_type(m["type"]), m["word"], bit)
+    if "?" in type_text:
+        raise SchemaError(f"malformed conditional field {token!r}")
     return Param(name, parse_type(type_text))
 
 
@@ -131,7 +146,7 @@ def normalized_line(line: str) -> str:
     """
     text = re.sub(r"^([\w.]+)#[0-9a-fA-F]+", r"\1", line.strip().rstrip(";").strip())
     text = re.sub(r"\s\w+:\w+\.\d+\?true\b", "", text)
-    text = re.sub(r"\bbytes\b", "string", text)
+    text = re.sub(r"(?<=[:?<%])bytes\b", "string", text)  # the type, never a parameter named "bytes"
     text = text.replace("<", " ").replace(">", "").replace("{", "").replace("}", "")
     return " ".join(text.split())
 
@@ -158,6 +173,11 @@ def parse_line(line: str, *, is_function: bool) -> Combinator | None:
             generic = gm[1]
             continue
         params.append(_parse_param(token))
+    names = [p.name for p in params]
+    if len(set(names)) != len(names):
+        raise SchemaError(f"a field name repeats in {line!r}")
+    if not m["result"].strip():
+        raise SchemaError(f"no result type in {line!r}")
     known_words = set()
     for p in params:
         if p.flag_word is not None and p.flag_word not in known_words:

@@ -25,7 +25,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from mtproto.errors import LocalProtocolError, RemoteProtocolError
+from mtproto.errors import LocalProtocolError as LocalProtocolError  # re-exported for generated code
+from mtproto.errors import RemoteProtocolError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -224,15 +225,25 @@ def write_int256(out: bytearray, value: bytes) -> None:
 class Reader:
     """A cursor over one buffer of untrusted TL bytes."""
 
-    __slots__ = ("_depth", "data", "max_unpacked", "pos")
+    __slots__ = ("_budget", "_depth", "_gzipped", "data", "pos")
 
     def __init__(
         self, data: bytes | bytearray | memoryview, pos: int = 0, *, max_unpacked: int = MAX_UNPACKED
     ) -> None:
         self.data = bytes(data)
         self.pos = pos
-        self.max_unpacked = max_unpacked
+        # One inflation budget for everything read through this reader (a container of many gzip_packed
+        # bodies shares it): a small message must not inflate to many times MAX_UNPACKED.
+        self._budget = [max_unpacked]
         self._depth = 0
+        self._gzipped = False  # inside a gzip_packed: another one is refused
+
+    def _inner(self, data: bytes) -> Reader:
+        inner = Reader(data)
+        inner._budget = self._budget
+        inner._depth = self._depth
+        inner._gzipped = True
+        return inner
 
     def remaining(self) -> int:
         return len(self.data) - self.pos
@@ -347,7 +358,12 @@ class Reader:
         """Any boxed object, by its constructor id; gzip_packed is unwrapped transparently."""
         cid = self.read_uint()
         if cid == GZIP_PACKED_ID:
-            return self._read_gzipped()
+            if self._gzipped:
+                raise TLDecodeError("gzip_packed inside gzip_packed")
+            inner = self._inner(self.read_unpacked())
+            obj = inner.read_object()
+            inner.expect_end()
+            return obj
         cls = _REGISTRY.get(cid)
         if cls is None:
             raise UnknownConstructorError(cid)
@@ -383,34 +399,36 @@ class Reader:
             raise TLDecodeError(f"expected a function at offset {start}, got {obj.TL_NAME}")
         return obj
 
+    @property
+    def max_unpacked(self) -> int:
+        """How many more bytes gzip_packed values read through this reader may inflate to."""
+        return self._budget[0]
+
     def read_unpacked(self) -> bytes:
-        """The body of a gzip_packed whose constructor id was already read, inflated with a size bound."""
+        """The body of a gzip_packed whose constructor id was already read, inflated within the budget."""
         packed = self.read_bytes()
+        budget = self._budget[0]
         inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib header, as senders vary
         try:
-            body = inflater.decompress(packed, self.max_unpacked)
+            body = inflater.decompress(packed, budget + 1)
         except zlib.error as exc:
             raise TLDecodeError(f"gzip_packed does not inflate: {exc}") from None
-        if inflater.unconsumed_tail:
-            raise TLDecodeError(f"gzip_packed inflates beyond {self.max_unpacked} bytes")
+        if len(body) > budget or inflater.unconsumed_tail:
+            raise TLDecodeError(f"gzip_packed inflates beyond {budget} bytes (what is left of this message's budget)")
+        if not inflater.eof:
+            raise TLDecodeError("gzip_packed stream is cut short (no end of stream)")
+        if inflater.unused_data:
+            raise TLDecodeError(f"{len(inflater.unused_data)} bytes after the end of the gzip_packed stream")
+        self._budget[0] = budget - len(body)
         return body
-
-    def _read_gzipped(self) -> TLObject:
-        inner = Reader(self.read_unpacked(), max_unpacked=self.max_unpacked)
-        cid = inner.read_uint()
-        if cid == GZIP_PACKED_ID:
-            raise TLDecodeError("gzip_packed inside gzip_packed")
-        inner.pos = 0
-        inner._depth = self._depth
-        obj = inner.read_object()
-        inner.expect_end()
-        return obj
 
     def read_result(self, item: Callable[[Reader], T]) -> T:
         """Read a function result with ``item``, unwrapping a gzip_packed around it first."""
         if self.pos + 4 <= len(self.data) and UINT.unpack_from(self.data, self.pos)[0] == GZIP_PACKED_ID:
+            if self._gzipped:
+                raise TLDecodeError("gzip_packed inside gzip_packed")
             self.pos += 4
-            inner = Reader(self.read_unpacked(), max_unpacked=self.max_unpacked)
+            inner = self._inner(self.read_unpacked())
             value = item(inner)
             inner.expect_end()
             return value

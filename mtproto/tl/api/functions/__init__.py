@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from mtproto.tl.api.functions import help
-from mtproto.tl.runtime import INT, LONG, VECTOR_HEADER, Reader, TLFunction, TypeRef, register, write_string
+from mtproto.tl.runtime import INT, LONG, UINT, VECTOR_HEADER, Reader, TLFunction, TypeRef, register, write_string
 
 if TYPE_CHECKING:
     from mtproto.tl.api.types import TypeInputClientProxy, TypeJSONValue
@@ -101,7 +101,7 @@ class InitConnection(TLFunction[X]):
 
     def _write_bare(self, out: bytearray) -> None:
         flags = (1 if self.proxy is not None else 0) | (2 if self.params is not None else 0)
-        out += INT.pack(flags)
+        out += UINT.pack(flags)
         out += INT.pack(self.api_id)
         write_string(out, self.device_model)
         write_string(out, self.system_version)
@@ -117,7 +117,7 @@ class InitConnection(TLFunction[X]):
 
     @classmethod
     def _read_bare(cls, r: Reader) -> InitConnection[X]:
-        flags = r.read_int()
+        flags = r.read_uint()
         _api_id = r.read_int()
         _device_model = r.read_string()
         _system_version = r.read_string()

@@ -11,7 +11,9 @@ from mtproto.tl.runtime import (
     DOUBLE,
     INT,
     LONG,
+    UINT,
     VECTOR_HEADER,
+    LocalProtocolError,
     Reader,
     TLObject,
     TypeRef,
@@ -103,7 +105,7 @@ class DcOption(TLObject):
             | (32 if self.this_port_only else 0)
             | (1024 if self.secret is not None else 0)
         )
-        out += INT.pack(flags)
+        out += UINT.pack(flags)
         out += INT.pack(self.id)
         write_string(out, self.ip_address)
         out += INT.pack(self.port)
@@ -112,7 +114,7 @@ class DcOption(TLObject):
 
     @classmethod
     def _read_bare(cls, r: Reader) -> DcOption:
-        flags = r.read_int()
+        flags = r.read_uint()
         _ipv6 = (flags & 1) != 0
         _media_only = (flags & 2) != 0
         _tcpo_only = (flags & 4) != 0
@@ -207,6 +209,14 @@ class Config(TLObject):
     autologin_token: str | None = None
 
     def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (self.suggested_lang_code is None)
+            == (self.lang_pack_version is None)
+            == (self.base_lang_pack_version is None)
+        ):
+            raise LocalProtocolError(
+                "config: suggested_lang_code, lang_pack_version, base_lang_pack_version share flags.2; set all or none"
+            )
         flags = (
             (8 if self.default_p2p_contacts else 0)
             | (16 if self.preload_featured_stickers else 0)
@@ -225,7 +235,7 @@ class Config(TLObject):
             | (32768 if self.reactions_default is not None else 0)
             | (65536 if self.autologin_token is not None else 0)
         )
-        out += INT.pack(flags)
+        out += UINT.pack(flags)
         out += INT.pack(self.date)
         out += INT.pack(self.expires)
         write_bool(out, self.test_mode)
@@ -284,7 +294,7 @@ class Config(TLObject):
 
     @classmethod
     def _read_bare(cls, r: Reader) -> Config:
-        flags = r.read_int()
+        flags = r.read_uint()
         _default_p2p_contacts = (flags & 8) != 0
         _preload_featured_stickers = (flags & 16) != 0
         _revoke_pm_inbox = (flags & 64) != 0
@@ -602,7 +612,7 @@ class ReactionPaid(TLObject):
 
 TypeConfig: TypeAlias = Config
 TypeDcOption: TypeAlias = DcOption
-TypeError: TypeAlias = Error
+TypeError_: TypeAlias = Error
 TypeInputClientProxy: TypeAlias = InputClientProxy
 TypeJSONObjectValue: TypeAlias = JsonObjectValue
 TypeJSONValue: TypeAlias = JsonNull | JsonBool | JsonNumber | JsonString | JsonArray | JsonObject
@@ -647,7 +657,7 @@ __all__ = [
     "ReactionPaid",
     "TypeConfig",
     "TypeDcOption",
-    "TypeError",
+    "TypeError_",
     "TypeInputClientProxy",
     "TypeJSONObjectValue",
     "TypeJSONValue",

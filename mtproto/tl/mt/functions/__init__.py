@@ -27,8 +27,8 @@ _T_FUTURESALTS: TypeRef[TypeFutureSalts] = TypeRef("FutureSalts", 0xae500895)
 _T_PONG: TypeRef[TypePong] = TypeRef("Pong", 0x347773c5)
 _T_RESPQ: TypeRef[TypeResPQ] = TypeRef("ResPQ", 0x05162463)
 _T_RPCDROPANSWER: TypeRef[TypeRpcDropAnswer] = TypeRef("RpcDropAnswer", 0x5e2ad36e, 0xa43ad8b7, 0xcd78e586)
-_T_SERVERDHPARAMS: TypeRef[TypeServerDHParams] = TypeRef("Server_DH_Params", 0x79cb045d, 0xd0e8075c)
-_T_SETCLIENTDHPARAMSANSWER: TypeRef[TypeSetClientDHParamsAnswer] = TypeRef(
+_T_SERVER_DH_PARAMS: TypeRef[TypeServerDHParams] = TypeRef("Server_DH_Params", 0x79cb045d, 0xd0e8075c)
+_T_SET_CLIENT_DH_PARAMS_ANSWER: TypeRef[TypeSetClientDHParamsAnswer] = TypeRef(
     "Set_client_DH_params_answer",
     0x3bcbf734,
     0x46dc1fb9,
@@ -121,7 +121,7 @@ class ReqDHParams(TLFunction["TypeServerDHParams"]):
         )
 
     def read_result(self, r: Reader) -> TypeServerDHParams:
-        return r.read_boxed(_T_SERVERDHPARAMS)
+        return r.read_boxed(_T_SERVER_DH_PARAMS)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -151,7 +151,7 @@ class SetClientDHParams(TLFunction["TypeSetClientDHParamsAnswer"]):
         return cls(nonce=_nonce, server_nonce=_server_nonce, encrypted_data=_encrypted_data)
 
     def read_result(self, r: Reader) -> TypeSetClientDHParamsAnswer:
-        return r.read_boxed(_T_SETCLIENTDHPARAMSANSWER)
+        return r.read_boxed(_T_SET_CLIENT_DH_PARAMS_ANSWER)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -21,9 +21,9 @@ from mtproto.tl.runtime import (
     write_string,
 )
 
-_BARE_FUTURESALT: TypeRef[FutureSalt] = TypeRef("future_salt", 0x0949d9dc)
-_BARE_MESSAGE: TypeRef[Message] = TypeRef("message", 0x75d18113)
-_T_MESSAGE: TypeRef[TypeMessage] = TypeRef("Message", 0x75d18113)
+_BARE_FUTURE_SALT: TypeRef[FutureSalt] = TypeRef("future_salt", 0x0949d9dc)
+_BARE_MESSAGE: TypeRef[Message] = TypeRef("message", 0x5bb8e511)
+_T_MESSAGE: TypeRef[TypeMessage] = TypeRef("Message", 0x5bb8e511)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -873,7 +873,7 @@ class FutureSalts(TLObject):
     def _read_bare(cls, r: Reader) -> FutureSalts:
         _req_msg_id = r.read_long()
         _now = r.read_int()
-        _salts = r.read_bare_vector(lambda: r.read_bare(_BARE_FUTURESALT))
+        _salts = r.read_bare_vector(lambda: r.read_bare(_BARE_FUTURE_SALT))
         return cls(req_msg_id=_req_msg_id, now=_now, salts=_salts)
 
 
@@ -982,7 +982,7 @@ class MsgContainer(TLObject):
 class Message(TLObject):
     """``message msg_id:long seqno:int bytes:int body:Object = Message;``"""
 
-    CONSTRUCTOR_ID: ClassVar[int] = 0x75d18113
+    CONSTRUCTOR_ID: ClassVar[int] = 0x5bb8e511
     TL_NAME: ClassVar[str] = "message"
 
     msg_id: int
