@@ -39,3 +39,11 @@ def test_up_runs_the_selfcheck_until_the_stack_exists() -> None:
     done = mtlab("up")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "self-check passed" in done.stdout
+
+
+def test_bench_crypto_prints_every_figure_with_its_baseline() -> None:
+    done = mtlab("bench", "crypto", "--quick", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for line in ("raw cryptg encrypt", "reference decrypt", "fast path / raw cryptg at 64 KiB",
+                 "encrypt_message", "open_message", "raw GMP baseline", "server handshake", "ratio"):
+        assert line in done.stdout
