@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from mtproto.tl.api.functions import help
+from mtproto.tl.api.functions import help, updates
 from mtproto.tl.runtime import INT, LONG, UINT, VECTOR_HEADER, Reader, TLFunction, TypeRef, register, write_string
 
 if TYPE_CHECKING:
@@ -199,4 +199,5 @@ __all__ = [
     "InvokeWithLayer",
     "InvokeWithoutUpdates",
     "help",
+    "updates",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
+from mtproto.tl.api.types import updates
 from mtproto.tl.runtime import (
     DOUBLE,
     INT,
@@ -663,4 +664,5 @@ __all__ = [
     "TypeJSONValue",
     "TypeNull",
     "TypeReaction",
+    "updates",
 ]

@@ -1,0 +1,353 @@
+"""The MTProto gateway: the DC entry clients connect to (trio).
+
+One trio task per connection, in a nursery per connection (a writer task drains the bounded outgoing queue,
+so a slow reader never blocks the loop that reads its requests). Each connection runs the sans-IO stack of
+``mtproto``: ``ServerTransport`` (framing detected from the first bytes) -> auth-key handshake or
+``open_message`` -> ``ServerSession`` (held per (auth key, session id), so a client that reconnects keeps its
+session) -> the router -> ``data_to_send`` -> the transport.
+
+Limits, each with a metric and a clear outcome:
+- connections beyond ``max_connections``: -429, then close;
+- a frame above ``max_frame``: -404 from the length header alone, before the payload is read;
+- handshakes per client IP per second above ``handshakes_per_ip``: -429;
+- no auth key after ``handshake_timeout`` seconds, or no byte for ``idle_timeout``: close;
+- more than ``session_queue`` messages waiting to be written: close (the client is not reading).
+A protocol error closes that one connection with its transport error; every other connection goes on.
+SIGINT/SIGTERM stop accepting and give open connections ``shutdown_grace`` seconds to finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import trio
+
+from mtproto import handshake
+from mtproto.crypto import rsa
+from mtproto.errors import RemoteProtocolError, TransportErrorCode
+from mtproto.session import SaltPolicy, ServerSession, open_message
+from mtproto.session.server import Rejected, RpcCall
+from mtproto.transport import NEED_DATA, Frame, ServerTransport, TransportKind
+from services.common.config import GatewayConfig, gateway_config
+from services.common.http import serve_http
+from services.gateway import metrics, router
+from services.gateway.keys import (
+    KeyStore,
+    MemoryKeyStore,
+    StoredKey,
+    load_or_create_rsa_key,
+    load_or_create_salt_secret,
+)
+
+log = logging.getLogger("mtlab.gateway")
+
+MAX_SESSIONS = 100_000
+
+
+class _Refused(Exception):
+    """A limit closes this connection: send ``code`` (if the framing is known) and close."""
+
+    def __init__(self, reason: str, code: TransportErrorCode | None = TransportErrorCode.FLOOD) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+@dataclass
+class Gateway:
+    config: GatewayConfig
+    rsa_key: rsa.RsaKey
+    salts: SaltPolicy
+    keys: KeyStore = field(default_factory=MemoryKeyStore)
+
+    def __post_init__(self) -> None:
+        self.handshake_config = handshake.ServerConfig(rsa_keys=(self.rsa_key,), dc_id=self.config.dc_id)
+        self.sessions: OrderedDict[tuple[bytes, int], ServerSession] = OrderedDict()
+        self.open_connections = 0
+        self._buckets: dict[str, _Bucket] = {}
+        self.port = self.config.port  # the bound port (differs when the config asks for 0)
+        self._accepting = trio.CancelScope()
+        self.stopped = trio.Event()
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> Gateway:
+        data = config.data_dir
+        return cls(config, load_or_create_rsa_key(data), SaltPolicy(load_or_create_salt_secret(data)))
+
+    # -- limits -----------------------------------------------------------------------------------------
+
+    def allow_handshake(self, ip: str, now: float) -> bool:
+        """A token bucket per client IP: ``handshakes_per_ip`` per second, bursts up to the same number."""
+        rate = self.config.handshakes_per_ip
+        bucket = self._buckets.get(ip)
+        if bucket is None:
+            if len(self._buckets) > 100_000:
+                self._buckets.clear()  # a flood of distinct addresses must not grow memory without bound
+            bucket = self._buckets[ip] = _Bucket(rate, now)
+        bucket.tokens = min(rate, bucket.tokens + (now - bucket.stamp) * rate)
+        bucket.stamp = now
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
+
+    def session_for(self, stored: StoredKey, session_id: int) -> ServerSession:
+        key = (stored.key.id, session_id)
+        session = self.sessions.get(key)
+        if session is None:
+            session = ServerSession(
+                stored.key, session_id, salts=self.salts, randbytes=os.urandom,
+                handshake_salt=stored.handshake_salt, handshake_salt_until=stored.created_at + self.salts.period,
+            )
+            self.sessions[key] = session
+            if len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)  # the least recently used session is forgotten
+            metrics.SESSIONS.set(len(self.sessions))
+        else:
+            self.sessions.move_to_end(key)
+        return session
+
+    # -- serving ----------------------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept connections until ``stop()``; then open connections get ``shutdown_grace`` to finish.
+
+        Cancelling the caller instead stops everything at once (what a test or a second Ctrl-C wants).
+        """
+        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        log.info("gateway listening on %s:%d (dc %d)", self.config.host, self.port, self.config.dc_id)
+        try:
+            async with trio.open_nursery() as connections:
+                with self._accepting:
+                    task_status.started(self.port)
+                    await trio.serve_listeners(self._handle, listeners, handler_nursery=connections)
+                for listener in listeners:
+                    await listener.aclose()
+                log.info("stopped accepting; %d connections get %.0fs to finish", self.open_connections,
+                         self.config.shutdown_grace)
+                connections.cancel_scope.deadline = trio.current_time() + self.config.shutdown_grace
+        finally:
+            self.stopped.set()
+
+    def stop(self) -> None:
+        self._accepting.cancel()
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self.open_connections += 1
+        try:
+            await Connection(self, stream).run()
+        finally:
+            self.open_connections -= 1
+
+
+class Connection:
+    """One client connection."""
+
+    def __init__(self, gateway: Gateway, stream: trio.SocketStream) -> None:
+        self.gateway = gateway
+        self.config = gateway.config
+        self.stream = stream
+        try:
+            self.peer = str(stream.socket.getpeername()[0])
+        except OSError:
+            self.peer = "?"
+        self.transport = ServerTransport(randbytes=os.urandom, max_frame=self.config.max_frame)
+        self.handshake: handshake.ServerHandshake | None = None
+        self.handshake_deadline = math.inf
+        self.has_key = False
+        self.kind_label = "unknown"
+        self._plain_ids = 0
+        self._send, self._outbox = trio.open_memory_channel[bytes](self.config.session_queue)
+
+    @property
+    def padded(self) -> bool:
+        return self.transport.kind is TransportKind.PADDED_INTERMEDIATE
+
+    async def run(self) -> None:
+        over_limit = self.gateway.open_connections > self.config.max_connections
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                try:
+                    await self._reader(over_limit)
+                finally:
+                    self._send.close()
+        except trio.Cancelled:
+            raise
+        except Exception:
+            log.exception("connection from %s failed", self.peer)
+        finally:
+            if self.kind_label != "unknown":
+                metrics.CONNECTIONS.labels(self.kind_label).dec()
+            await trio.aclose_forcefully(self.stream)
+
+    async def _writer(self) -> None:
+        async for data in self._outbox:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            metrics.BYTES.labels("out").inc(len(data))
+
+    def _queue(self, data: bytes) -> None:
+        try:
+            self._send.send_nowait(data)
+        except trio.WouldBlock:
+            raise _Refused("outgoing queue full (the client does not read)", None) from None
+
+    async def _reader(self, over_limit: bool) -> None:
+        while True:
+            data = b""
+            with trio.move_on_at(min(trio.current_time() + self.config.idle_timeout, self.handshake_deadline)):
+                try:
+                    data = await self.stream.receive_some(self.transport.receive_capacity)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                if not data:
+                    return  # the client closed
+            if not data:
+                metrics.REFUSED.labels("timeout").inc()
+                return
+            metrics.BYTES.labels("in").inc(len(data))
+            try:
+                self.transport.receive_data(data)
+                while (event := self.transport.next_event()) is not NEED_DATA:
+                    self._note_transport()
+                    if over_limit:
+                        raise _Refused("max_connections")
+                    if isinstance(event, Frame):
+                        await self._frame(event.payload)
+            except _Refused as refused:
+                metrics.REFUSED.labels(refused.reason.split(" ")[0]).inc()
+                await self._close_with(refused.code)
+                return
+            except RemoteProtocolError as exc:
+                code = exc.transport_error
+                metrics.PROTOCOL_ERRORS.labels(str(int(code)) if code is not None else "close").inc()
+                log.info("closing %s: %s", self.peer, exc)
+                await self._close_with(code)
+                return
+
+    def _note_transport(self) -> None:
+        if self.kind_label == "unknown" and self.transport.kind is not None:
+            self.kind_label = self.transport.kind.value + ("+obfuscated" if self.transport.obfuscated else "")
+            metrics.CONNECTIONS.labels(self.kind_label).inc()
+            metrics.CONNECTIONS_TOTAL.labels(self.kind_label).inc()
+
+    async def _close_with(self, code: TransportErrorCode | None) -> None:
+        """Write the transport error (when the framing is known) after what is queued, then close."""
+        if code is not None:
+            try:
+                error = self.transport.send_error(code)
+            except Exception:  # the framing may be unknown (e.g. HTTP bytes): close without a code
+                error = b""
+            if error:
+                with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                    self._send.send_nowait(error)
+        self._send.close()
+
+    async def _frame(self, payload: bytes) -> None:
+        if payload[:8] == bytes(8):
+            await self._plain(payload)
+            return
+        stored = await self.gateway.keys.get(payload[:8])
+        if stored is None:
+            metrics.DECRYPT_FAILURES.labels("unknown_key").inc()
+            raise RemoteProtocolError(f"unknown auth key {payload[:8].hex()}")
+        try:
+            msg = open_message(stored.key, payload, from_client=True, padded=self.padded)
+        except RemoteProtocolError:
+            metrics.DECRYPT_FAILURES.labels("msg_key").inc()
+            raise
+        if not self.has_key:
+            self.has_key = True
+            self.handshake_deadline = math.inf
+        now = time.time()
+        session = self.gateway.session_for(stored, msg.session_id)
+        for event in session.receive(msg, now):
+            if isinstance(event, RpcCall):
+                self._call(session, event)
+            elif isinstance(event, Rejected):
+                metrics.BAD_MSGS.labels(str(int(event.code))).inc()
+        for out in session.data_to_send(time.time()):
+            self._queue(self.transport.send_frame(out))
+
+    def _call(self, session: ServerSession, call: RpcCall) -> None:
+        started = time.perf_counter()
+        try:
+            query, _ctx = router.peel(call.body)
+        except RemoteProtocolError:
+            session.send_error(call.msg_id, 400, "INPUT_METHOD_INVALID")
+            return
+        answer = router.answer_locally(query, call.msg_id, dc_id=self.config.dc_id, port=self.gateway.port)
+        if answer.result is not None:
+            session.send_result(call.msg_id, answer.result)
+        else:
+            session.send_error(call.msg_id, answer.error_code, answer.error_message)
+        metrics.RPC_SECONDS.labels(router.method_name(query), "gateway").observe(time.perf_counter() - started)
+
+    async def _plain(self, payload: bytes) -> None:
+        _, body = handshake.unpack_plain(payload, padded=self.padded)
+        if self.handshake is None:
+            if not self.gateway.allow_handshake(self.peer, time.monotonic()):
+                metrics.HANDSHAKES.labels("rate_limited").inc()
+                raise _Refused("handshake_rate")
+            self.handshake = handshake.ServerHandshake(self.gateway.handshake_config, os.urandom)
+            self.handshake_deadline = trio.current_time() + self.config.handshake_timeout
+        try:
+            answer = self.handshake.receive(body, int(time.time()))
+        except RemoteProtocolError:
+            metrics.HANDSHAKES.labels("failed").inc()
+            raise
+        created = self.handshake.created
+        if created is not None:
+            # Stored before dh_gen_ok leaves: the client may use the key on another connection at once.
+            await self.gateway.keys.put(created)
+            self.handshake.created = None
+            self.handshake = None
+            self.handshake_deadline = math.inf
+            metrics.HANDSHAKES.labels("ok").inc()
+            metrics.AUTH_KEYS.inc()
+            log.info("auth key %s created for %s", created.auth_key_id.hex(), self.peer)
+        self._plain_ids = max(self._plain_ids + 4, (int(time.time() * 2**32) & ~3) | 1)
+        self._queue(self.transport.send_frame(handshake.pack_plain(self._plain_ids, answer)))
+
+
+async def main(config: GatewayConfig) -> None:
+    gateway = Gateway.from_config(config)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_http, config.host, config.metrics_port)
+            port = await nursery.start(gateway.serve)
+            print(f"mtlab gateway: MTProto on {config.host}:{port} (dc {config.dc_id}), "
+                  f"metrics on http://{config.host}:{config.metrics_port}/metrics", flush=True)
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    gateway.stop()
+                    break
+
+            nursery.start_soon(stop_on_signal)
+            await gateway.stopped.wait()
+            nursery.cancel_scope.cancel()
+
+
+def run() -> None:
+    logging.basicConfig(level=os.environ.get("MTLAB_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    trio.run(main, gateway_config())
