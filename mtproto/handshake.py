@@ -40,13 +40,15 @@ RandBytes = Callable[[int], bytes]
 
 _PLAIN_HEADER = struct.Struct("<qqi")  # auth_key_id (0), msg_id, length
 MAX_PLAIN_BODY = 1024  # the largest handshake message (req_DH_params) is ~ 340 bytes
+MAX_TEMP_KEY_LIFETIME = 30 * 24 * 3600  # expires_in of a temporary (PFS) key: clients ask for about a day
 
 
 class HandshakeFailed(RemoteProtocolError):
-    """The peer's handshake message failed a check. The server answers -404 and closes, whatever the cause."""
+    """The peer's handshake message failed a check. The server answers -404 and closes, whatever the cause
+    (the one exception: a key asked for another DC gets -444)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"handshake failed: {reason}", TransportErrorCode.NOT_FOUND)
+    def __init__(self, reason: str, code: TransportErrorCode = TransportErrorCode.NOT_FOUND) -> None:
+        super().__init__(f"handshake failed: {reason}", code)
 
 
 # -- unencrypted messages -----------------------------------------------------------------------------------
@@ -244,7 +246,12 @@ def server_dh_params(
     if inner.pq != _int_bytes(state.pq) or inner.p != query.p or inner.q != query.q:
         raise HandshakeFailed("inner data pq, p, q do not match")
     dc_id = inner.dc if isinstance(inner, (mt.types.PQInnerDataDc, mt.types.PQInnerDataTempDc)) else config.dc_id
+    # A client names the DC it means: +-id, and +10000 on test servers. Another DC's key is refused (-444).
+    if abs(dc_id) not in (config.dc_id, config.dc_id + 10000):
+        raise HandshakeFailed(f"inner data names dc {dc_id}, this is dc {config.dc_id}", TransportErrorCode.INVALID_DC)
     expires_in = inner.expires_in if isinstance(inner, (mt.types.PQInnerDataTemp, mt.types.PQInnerDataTempDc)) else None
+    if expires_in is not None and not 0 < expires_in <= MAX_TEMP_KEY_LIFETIME:
+        raise HandshakeFailed(f"temporary key lifetime {expires_in}s outside 1..{MAX_TEMP_KEY_LIFETIME}")
 
     a = dh.dh_secret(randbytes)
     g_a = dh.dh_public(config.g, a, config.dh_prime)
@@ -509,4 +516,6 @@ def client_finish(
             raise ClientHandshakeError("dh_gen_retry new_nonce_hash2 mismatch")
         retry_id = struct.unpack("<q", kdf.auth_key_aux_hash(state.auth_key))[0]
         return _client_send_g_b(s2, state.g, state.dh_prime, state.g_a, state.time_offset, randbytes, retry_id)
+    if not hmac.compare_digest(answer.new_nonce_hash3, kdf.new_nonce_hash(s2.new_nonce, 3, state.auth_key)):
+        raise ClientHandshakeError("dh_gen_fail new_nonce_hash3 mismatch")
     raise ClientHandshakeError("the server answered dh_gen_fail")

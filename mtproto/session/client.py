@@ -31,7 +31,6 @@ from mtproto.session.common import (
     SeqCounter,
     batches,
     constructor_of,
-    is_content_related,
     pack_container,
     pack_msgs_ack,
     parse_container,
@@ -197,11 +196,15 @@ class ClientSession:
                 raise RemoteProtocolError(f"server sent an invalid container: {exc}") from None
         else:
             messages = [Inner(msg.msg_id, msg.seq_no, msg.body)]
+        if len(messages) > 1 or messages[0].msg_id != msg.msg_id:
+            if msg.msg_id in self._window:
+                return events  # a replayed container
+            self._window.add(msg.msg_id, msg.seq_no)
         for m in messages:
-            if m.msg_id in self._window:
-                continue
+            if m.msg_id in self._window or self._window.too_old(m.msg_id):
+                continue  # duplicates and ids below everything remembered are ignored
             self._window.add(m.msg_id, m.seq_no)
-            if is_content_related(m.body):
+            if m.seq_no & 1:  # marked content-related by the server: acknowledge it
                 self._acks.append(m.msg_id)
             self._dispatch(m.msg_id, m.body, now, events)
         return events
@@ -224,9 +227,11 @@ class ClientSession:
         elif isinstance(obj, mt.types.FutureSalts):
             self._complete(obj.req_msg_id, obj, events)
         elif isinstance(obj, mt.types.BadServerSalt):
-            self.salt = obj.new_server_salt
-            self.counters.salt_changes += 1
-            self._resend(obj.bad_msg_id)
+            # Only for a message we did send: anyone could otherwise push a salt on us.
+            if obj.bad_msg_id in self._in_flight or obj.bad_msg_id in self._containers:
+                self.salt = obj.new_server_salt
+                self.counters.salt_changes += 1
+                self._resend(obj.bad_msg_id)
         elif isinstance(obj, mt.types.BadMsgNotification):
             self._on_bad_msg(msg_id, obj, now, events)
         elif isinstance(obj, mt.types.NewSessionCreated):
@@ -275,6 +280,8 @@ class ClientSession:
         elif code == BadMsgCode.SEQ_NO_TOO_HIGH:
             self._seq.content_count = max(0, self._seq.content_count - 8)
             self._resend(obj.bad_msg_id)
+        elif code == BadMsgCode.MSG_ID_TOO_OLD:
+            self._resend(obj.bad_msg_id)  # the server forgot what it had seen: a fresh id is all it needs
         else:
             ids = self._containers.pop(obj.bad_msg_id, [obj.bad_msg_id])
             for i in ids:

@@ -22,8 +22,31 @@ RPC_RESULT_ID = 0xF35C6D01
 RPC_ERROR_ID = 0x2144CA19
 MSG_COPY_ID = 0xE06046B2
 
-#: Messages that are not content-related: the receiver does not ack them and they take an even seq_no.
-NOT_CONTENT_RELATED = frozenset({MSGS_ACK_ID, MSG_CONTAINER_ID})
+#: Never content-related: they take an even seq_no and are never acked (core.telegram.org/mtproto/description,
+#: "Content-related Message"). gzip_packed is left out on purpose: the rule speaks of the wrapper, but common
+#: clients number a gzipped query like the query inside it, and the receiver judges it by its contents.
+NOT_CONTENT_RELATED = frozenset({MSGS_ACK_ID, MSG_CONTAINER_ID, MSG_COPY_ID})
+
+#: Service messages a sender may mark either way: tdlib sends pings, state requests and the like with an even
+#: seq_no, Telethon with an odd one. Everything not listed here or above is an API query and must be odd.
+EITHER_PARITY = frozenset(
+    {
+        GZIP_PACKED_ID,
+        0x7ABE77EC,  # ping
+        0xF3427B8C,  # ping_delay_disconnect
+        0xB921BD04,  # get_future_salts
+        0xDA69FB52,  # msgs_state_req
+        0x04DEB57D,  # msgs_state_info
+        0x8CC0D131,  # msgs_all_info
+        0x7D861A08,  # msg_resend_req
+        0x276D3EC6,  # msg_detailed_info
+        0x809DB6DF,  # msg_new_detailed_info
+        0x58E4A740,  # rpc_drop_answer
+        0x9299359F,  # http_wait
+        0xE7512126,  # destroy_session
+        0xD1435160,  # destroy_auth_key
+    }
+)
 
 MAX_CONTAINER_MESSAGES = 1024
 #: The largest container body; with the message header and padding it stays within a 1 MiB transport frame.
@@ -41,7 +64,18 @@ def constructor_of(body: bytes) -> int:
 
 
 def is_content_related(body: bytes) -> bool:
+    """Whether a message we send with this body is content-related (odd seq_no, the receiver acks it)."""
     return constructor_of(body) not in NOT_CONTENT_RELATED
+
+
+def seq_parity_problem(body: bytes, seq_no: int) -> int | None:
+    """34 when a never-content-related message has an odd seq_no, 35 when an API query has an even one."""
+    cid = constructor_of(body)
+    if cid in NOT_CONTENT_RELATED:
+        return 34 if seq_no & 1 else None
+    if cid in EITHER_PARITY:
+        return None
+    return None if seq_no & 1 else 35
 
 
 class SeqCounter:
@@ -153,4 +187,5 @@ __all__ = [
     "pack_msgs_ack",
     "pack_rpc_result",
     "parse_container",
+    "seq_parity_problem",
 ]

@@ -82,12 +82,17 @@ class MsgIdWindow:
     is full, cannot be judged a duplicate or not: it is refused with code 20.
     """
 
-    __slots__ = ("_ids", "_seqs", "size")
+    __slots__ = ("_ids", "_seqs", "floor", "size")
 
-    def __init__(self, size: int = 1024) -> None:
+    def __init__(self, size: int = 1024, floor: int = 0) -> None:
         self.size = size
+        self.floor = floor  # ids at or below it are refused as too old (a session that was forgotten)
         self._ids: list[int] = []
         self._seqs: list[int] = []
+
+    @property
+    def highest(self) -> int:
+        return self._ids[-1] if self._ids else self.floor
 
     def __contains__(self, msg_id: int) -> bool:
         i = bisect.bisect_left(self._ids, msg_id)
@@ -98,7 +103,7 @@ class MsgIdWindow:
         return self._seqs[i] if i < len(self._ids) and self._ids[i] == msg_id else None
 
     def too_old(self, msg_id: int) -> bool:
-        return len(self._ids) >= self.size and msg_id < self._ids[0]
+        return msg_id <= self.floor or (len(self._ids) >= self.size and msg_id < self._ids[0])
 
     def seq_problem(self, msg_id: int, seq_no: int) -> BadMsgCode | None:
         """32 or 33 when ``seq_no`` contradicts the order of the ids around ``msg_id``.

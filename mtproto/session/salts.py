@@ -1,7 +1,8 @@
 """Server salts: rotation and grace without shared state (core.telegram.org/mtproto/description,
 "Server Salt"; /mtproto/service_messages, "Request for several future salts").
 
-A salt is valid for one period (30 minutes). Rather than store salts per key, the server derives them:
+A salt is valid for one period (30 minutes) and a grace period after it (another 30 minutes). Rather than
+store salts per key, the server derives them:
 salt(key, period) = the first 8 bytes of HMAC-SHA256(secret, auth_key_id || period). Every gateway that shares
 the secret agrees on every salt, across restarts, with nothing in a database. The salt of the previous period
 stays valid for a grace time, so messages in flight across a rotation are not refused, and the salt made by
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from mtproto.errors import LocalProtocolError
 
 PERIOD = 1800
-GRACE = 300
+#: "messages with the old salt are still accepted for a further 1800 seconds" (core.telegram.org/mtproto/description)
+GRACE = 1800
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,11 +32,11 @@ from mtproto.session.common import (
     SeqCounter,
     batches,
     constructor_of,
-    is_content_related,
     pack_container,
     pack_msgs_ack,
     pack_rpc_result,
     parse_container,
+    seq_parity_problem,
 )
 from mtproto.session.envelope import AuthKey, Plain, seal
 from mtproto.session.msgid import BadMsgCode, MsgIdGenerator, MsgIdWindow, time_problem
@@ -122,6 +122,7 @@ class ServerSession:
         randbytes: RandBytes,
         handshake_salt: int | None = None,
         handshake_salt_until: float = 0.0,
+        min_msg_id: int = 0,
     ) -> None:
         self.key = key
         self.session_id = session_id
@@ -131,7 +132,9 @@ class ServerSession:
         self._handshake_salt_until = handshake_salt_until
         self._ids = MsgIdGenerator()
         self._seq = SeqCounter()
-        self._window = MsgIdWindow()
+        # ``min_msg_id``: the highest id a forgotten earlier incarnation of this session saw. Without it, a
+        # message captured before the gateway dropped the session could be replayed into a fresh one.
+        self._window = MsgIdWindow(floor=min_msg_id)
         self._queue: list[_Out] = []
         self._acks: list[int] = []
         self._unacked: OrderedDict[int, bytes] = OrderedDict()  # our msg_id -> body, for msg_resend_req
@@ -155,7 +158,7 @@ class ServerSession:
             )
             self._queue.append(_Out(created.to_bytes(), True, False))
         is_container = constructor_of(msg.body) == MSG_CONTAINER_ID
-        code = self._check(msg.msg_id, msg.seq_no, is_content_related(msg.body), now, msg.salt, container=is_container)
+        code = self._check(msg.msg_id, msg.seq_no, msg.body, now, msg.salt, container=is_container)
         if code is not None:
             return self._reject(msg.msg_id, msg.seq_no, code, now, events)
         if not is_container:
@@ -168,7 +171,9 @@ class ServerSession:
             return self._reject(msg.msg_id, msg.seq_no, BadMsgCode.INVALID_CONTAINER, now, events)
         self._window.add(msg.msg_id, msg.seq_no)
         for m in inner:
-            inner_code = self._check(m.msg_id, m.seq_no, is_content_related(m.body), now, None)
+            # No time check inside a container: an old message may be resent "in a container with a higher
+            # identifier" (core.telegram.org/mtproto/description), and the container's own id was checked.
+            inner_code = self._check(m.msg_id, m.seq_no, m.body, None, None)
             if inner_code is not None:
                 self._reject(m.msg_id, m.seq_no, inner_code, now, events)
                 continue
@@ -177,11 +182,12 @@ class ServerSession:
         return events
 
     def _check(
-        self, msg_id: int, seq_no: int, content_related: bool, now: float, salt: int | None, *, container: bool = False
+        self, msg_id: int, seq_no: int, body: bytes, now: float | None, salt: int | None, *, container: bool = False
     ) -> BadMsgCode | _Skip | None:
+        """The verdict on one message; ``now`` None skips the time window (messages inside a container)."""
         if msg_id & 3:
             return BadMsgCode.MSG_ID_BAD_LOW_BITS
-        problem = time_problem(msg_id, now)
+        problem = time_problem(msg_id, now) if now is not None else None
         if problem is not None:
             return problem
         known_seq = self._window.seq_of(msg_id)
@@ -190,12 +196,11 @@ class ServerSession:
             return BadMsgCode.CONTAINER_MSG_ID_REUSED if container and known_seq & 1 else _Skip.DUPLICATE
         if self._window.too_old(msg_id):
             return BadMsgCode.MSG_ID_TOO_OLD
-        if salt is not None and not self._salt_ok(salt, now):
+        if salt is not None and now is not None and not self._salt_ok(salt, now):
             return BadMsgCode.BAD_SERVER_SALT
-        if content_related and seq_no & 1 == 0:
-            return BadMsgCode.SEQ_NO_EXPECTED_ODD
-        if not content_related and seq_no & 1:
-            return BadMsgCode.SEQ_NO_EXPECTED_EVEN
+        parity = seq_parity_problem(body, seq_no)
+        if parity is not None:
+            return BadMsgCode(parity)
         return self._window.seq_problem(msg_id, seq_no)
 
     def _salt_ok(self, salt: int, now: float) -> bool:
@@ -208,7 +213,8 @@ class ServerSession:
     ) -> list[Event]:
         if code is _Skip.DUPLICATE:
             # A duplicate is dropped silently; if it needed an ack, the first ack may have been lost.
-            self._acks.append(msg_id)
+            if seq_no & 1:
+                self._acks.append(msg_id)
             return events
         notice: TLObject
         if code == BadMsgCode.BAD_SERVER_SALT:
@@ -232,7 +238,7 @@ class ServerSession:
                 self._reject(msg_id, seq_no, BadMsgCode.INVALID_CONTAINER, now, events)
                 return
             cid = constructor_of(body)
-        if is_content_related(body):
+        if seq_no & 1:  # the sender marked it content-related: it must be acknowledged
             self._acks.append(msg_id)
         handler = _SERVICE_HANDLERS.get(cid)
         if handler is None:
@@ -256,7 +262,8 @@ class ServerSession:
 
     def _on_ping(self, msg_id: int, obj: TLObject, now: float, events: list[Event]) -> None:
         if isinstance(obj, (mt.functions.Ping, mt.functions.PingDelayDisconnect)):
-            self._queue.append(_Out(mt.types.Pong(msg_id=msg_id, ping_id=obj.ping_id).to_bytes(), True, True))
+            # "These messages do not require acknowledgments" (service_messages, Ping Messages).
+            self._queue.append(_Out(mt.types.Pong(msg_id=msg_id, ping_id=obj.ping_id).to_bytes(), False, True))
         if isinstance(obj, mt.functions.PingDelayDisconnect):
             events.append(DisconnectAfter(obj.disconnect_delay))
 
@@ -268,25 +275,32 @@ class ServerSession:
                 for since, until, salt in self._salts.future(self.key.id, now, count)
             ]
             answer = mt.types.FutureSalts(req_msg_id=msg_id, now=int(now), salts=salts)
-            self._queue.append(_Out(answer.to_bytes(), True, True))
+            self._queue.append(_Out(answer.to_bytes(), False, True))  # "does not require an acknowledgment"
 
     def _on_state_req(self, msg_id: int, obj: TLObject, now: float, events: list[Event]) -> None:
-        if isinstance(obj, (mt.types.MsgsStateReq, mt.types.MsgResendReq)):
-            ids = obj.msg_ids[:MAX_ACK_IDS]
-            if isinstance(obj, mt.types.MsgResendReq):
-                for wanted in ids:
-                    body = self._unacked.pop(wanted, None)
-                    if body is not None:  # resent under a new msg_id, never the old one
-                        self._queue.append(_Out(body, True, True))
-                return
-            # Status bytes of core.telegram.org/mtproto/service_messages_about_messages: 1 = nothing known about
-            # the message, 2 = too old to know, 3 = too far in the future, 4 = received.
-            info = bytes(
-                4 if i in self._window else 2 if self._window.too_old(i) else 3 if time_problem(i, now) else 1
-                for i in ids
-            )
-            answer = mt.types.MsgsStateInfo(req_msg_id=msg_id, info=info)
-            self._queue.append(_Out(pack_rpc_result(msg_id, answer.to_bytes()), True, True))
+        if not isinstance(obj, (mt.types.MsgsStateReq, mt.types.MsgResendReq)):
+            return
+        ids = obj.msg_ids[:MAX_ACK_IDS]
+        if isinstance(obj, mt.types.MsgResendReq) and all(i in self._unacked for i in ids):
+            for wanted in ids:  # resent under new msg_ids, never the old ones
+                self._queue.append(_Out(self._unacked.pop(wanted), True, True))
+            return
+        # msgs_state_req, or a resend request for something forgotten: the state of every id asked about,
+        # as a plain message (it acknowledges the request by itself and needs no ack).
+        answer = mt.types.MsgsStateInfo(req_msg_id=msg_id, info=bytes(self._state_of(i, now) for i in ids))
+        self._queue.append(_Out(answer.to_bytes(), False, True))
+
+    def _state_of(self, msg_id: int, now: float) -> int:
+        """The status byte of core.telegram.org/mtproto/service_messages_about_messages."""
+        seq_no = self._window.seq_of(msg_id)
+        if seq_no is not None:
+            return 4 if seq_no & 1 else 4 | 16  # received; +16 when no ack was needed
+        problem = time_problem(msg_id, now)
+        if problem == BadMsgCode.MSG_ID_TOO_HIGH:
+            return 3  # not received, msg_id too high
+        if problem == BadMsgCode.MSG_ID_TOO_LOW or self._window.too_old(msg_id):
+            return 1  # nothing is known about the message: too old
+        return 2  # not received: within the range of stored identifiers
 
     def _on_drop_answer(self, msg_id: int, obj: TLObject, now: float, events: list[Event]) -> None:
         if isinstance(obj, mt.functions.RpcDropAnswer):
@@ -319,6 +333,11 @@ class ServerSession:
             else mt.types.DestroySessionNone(session_id=session_id)
         )
         self.send_result(msg_id, answer.to_bytes())
+
+    @property
+    def highest_msg_id(self) -> int:
+        """The highest client msg_id this session accepted (the replay floor if it is forgotten)."""
+        return self._window.highest
 
     @property
     def pending_acks(self) -> int:

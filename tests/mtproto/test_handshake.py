@@ -250,3 +250,23 @@ def test_plain_message_framing() -> None:
     for bad in (packed[:-1], packed + bytes(4), b"\x01" + packed[1:], packed[:10]):
         with pytest.raises(handshake.HandshakeFailed):
             handshake.unpack_plain(bad)
+
+
+def test_a_key_for_another_dc_is_refused_with_444() -> None:
+    c1, s1, res_pq = steps()
+    req_dh, _ = handshake.client_req_dh(c1, res_pq, SERVER_KEYS, drbg(b"dc"), dc_id=4)
+    with pytest.raises(handshake.HandshakeFailed) as info:
+        handshake.server_dh_params(s1, req_dh, CONFIG, drbg(b"dc2"), NOW)
+    assert info.value.transport_error == TransportErrorCode.INVALID_DC
+    # the test-server form of our own DC (+10000) is ours
+    c1, s1, res_pq = steps()
+    req_dh, _ = handshake.client_req_dh(c1, res_pq, SERVER_KEYS, drbg(b"dc"), dc_id=10002)
+    handshake.server_dh_params(s1, req_dh, CONFIG, drbg(b"dc2"), NOW)
+
+
+def test_temporary_key_lifetime_is_bounded() -> None:
+    for expires_in in (0, -5, handshake.MAX_TEMP_KEY_LIFETIME + 1):
+        c1, s1, res_pq = steps()
+        req_dh, _ = handshake.client_req_dh(c1, res_pq, SERVER_KEYS, drbg(b"t"), dc_id=2, expires_in=expires_in)
+        with pytest.raises(handshake.HandshakeFailed):
+            handshake.server_dh_params(s1, req_dh, CONFIG, drbg(b"t2"), NOW)

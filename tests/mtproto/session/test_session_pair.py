@@ -145,14 +145,15 @@ def mid(offset: int) -> int:
 
 PING = mt.functions.Ping(ping_id=5).to_bytes()
 ACK = mt.types.MsgsAck(msg_ids=[1]).to_bytes()
+QUERY = api.functions.help.GetConfig().to_bytes()
 
 
 @pytest.mark.parametrize(
     ("msg_id", "seq_no", "body", "code"),
     [
         (mid(1) + 1, 1, PING, BadMsgCode.MSG_ID_BAD_LOW_BITS),
-        (mid(1), 2, PING, BadMsgCode.SEQ_NO_EXPECTED_ODD),
-        (mid(1), 1, ACK, BadMsgCode.SEQ_NO_EXPECTED_EVEN),
+        (mid(1), 2, QUERY, BadMsgCode.SEQ_NO_EXPECTED_ODD),  # an API query must be content-related
+        (mid(1), 1, ACK, BadMsgCode.SEQ_NO_EXPECTED_EVEN),  # an ack never is
     ],
 )
 def test_bad_msg_notification_codes(pair: Pair, msg_id: int, seq_no: int, body: bytes, code: BadMsgCode) -> None:
@@ -321,3 +322,69 @@ def test_msg_ids_are_strictly_increasing_and_well_formed(pair: Pair) -> None:
     assert all(i % 4 == 0 for i in ids)
     assert all(i % 4 == 3 for i in server_ids)  # not responses
     assert server_ids == sorted(set(server_ids))
+
+
+SERVICE_WITH_EVEN_SEQ = [
+    mt.functions.Ping(ping_id=1),
+    mt.functions.PingDelayDisconnect(ping_id=1, disconnect_delay=75),
+    mt.functions.GetFutureSalts(num=1),
+    mt.types.MsgsStateReq(msg_ids=[mid(0)]),
+    mt.functions.RpcDropAnswer(req_msg_id=mid(0)),
+    mt.types.HttpWait(max_delay=0, wait_after=0, max_wait=0),
+]
+
+
+@pytest.mark.parametrize("query", SERVICE_WITH_EVEN_SEQ, ids=lambda q: q.TL_NAME)
+def test_service_messages_may_carry_an_even_seq_no_as_tdlib_sends_them(pair: Pair, query: object) -> None:
+    events = raw(pair, mid(1), 0, query.to_bytes())  # type: ignore[attr-defined]
+    assert not [e for e in events if isinstance(e, Rejected)]
+    assert pair.server.pending_acks == 0  # not marked content-related, so not acked
+
+
+def test_pong_and_future_salts_are_not_content_related(pair: Pair) -> None:
+    raw(pair, mid(1), 1, PING)
+    raw(pair, mid(2), 3, mt.functions.GetFutureSalts(num=1).to_bytes())
+    answer = open_message(pair.key, pair.server.data_to_send(NOW)[0], from_client=False)
+    inner = parse_container(answer.body, answer.msg_id)
+    seqs = {Reader(m.body).read_object().TL_NAME: m.seq_no for m in inner}
+    assert seqs["pong"] % 2 == 0 and seqs["future_salts"] % 2 == 0
+    assert seqs["new_session_created"] % 2 == 1  # this one must be acknowledged
+
+
+def test_msgs_state_info_is_a_plain_answer_with_the_spec_status_bytes(pair: Pair) -> None:
+    raw(pair, mid(10), 1, PING)
+    raw(pair, mid(11), 2, ACK)
+    asked = [mid(10), mid(11), mid(5), (int(NOW) - 400) << 32, (int(NOW) + 60) << 32]
+    raw(pair, mid(20), 3, mt.types.MsgsStateReq(msg_ids=asked).to_bytes())
+    answers = [Reader(b).read_object() for p in pair.server.data_to_send(NOW)
+               for b in _bodies(open_message(pair.key, p, from_client=False).body)]
+    [info] = [a for a in answers if isinstance(a, mt.types.MsgsStateInfo)]  # not wrapped in rpc_result
+    assert info.req_msg_id == mid(20)
+    # received (content), received (+16: no ack needed), not received within range, too old, too new
+    assert list(info.info) == [4, 4 | 16, 2, 1, 3]
+
+
+def test_msg_resend_req_for_something_forgotten_gets_the_state_instead(pair: Pair) -> None:
+    raw(pair, mid(1), 1, mt.types.MsgResendReq(msg_ids=[mid(7) + 1]).to_bytes())
+    answers = [Reader(b).read_object() for p in pair.server.data_to_send(NOW)
+               for b in _bodies(open_message(pair.key, p, from_client=False).body)]
+    assert [list(a.info) for a in answers if isinstance(a, mt.types.MsgsStateInfo)] == [[2]]
+
+
+def test_an_old_message_may_come_again_inside_a_newer_container(pair: Pair) -> None:
+    old = (int(NOW) - 350) << 32  # beyond the 300 s window on its own
+    alone = raw(pair, old, 1, QUERY)
+    assert Rejected(old, BadMsgCode.MSG_ID_TOO_LOW) in alone
+    container = pack_container([Inner(old, 3, QUERY)])
+    events = raw(pair, mid(5), 4, container)
+    assert [e.msg_id for e in events if isinstance(e, RpcCall)] == [old]
+
+
+def test_the_client_ignores_a_salt_for_a_message_it_never_sent(pair: Pair) -> None:
+    salted(pair)
+    salt = pair.client.salt
+    pair.server.send_update(
+        mt.types.BadServerSalt(bad_msg_id=12345 << 2, bad_msg_seqno=1, error_code=48, new_server_salt=99).to_bytes()
+    )
+    pair.down()
+    assert pair.client.salt == salt
