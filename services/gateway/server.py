@@ -33,7 +33,8 @@ from mtproto import handshake
 from mtproto.crypto import rsa
 from mtproto.errors import RemoteProtocolError, TransportErrorCode
 from mtproto.session import SaltPolicy, ServerSession, open_message
-from mtproto.session.server import Rejected, RpcCall
+from mtproto.session.msgid import MAX_FUTURE, MAX_PAST
+from mtproto.session.server import DisconnectAfter, Rejected, RpcCall
 from mtproto.transport import NEED_DATA, Frame, ServerTransport, TransportKind
 from services.common.config import GatewayConfig, gateway_config
 from services.common.http import serve_http
@@ -49,6 +50,8 @@ from services.gateway.keys import (
 log = logging.getLogger("mtlab.gateway")
 
 MAX_SESSIONS = 100_000
+MAX_SESSIONS_PER_KEY = 64
+MAX_TOMBSTONES = 1_000_000
 
 
 class _Refused(Exception):
@@ -76,6 +79,8 @@ class Gateway:
     def __post_init__(self) -> None:
         self.handshake_config = handshake.ServerConfig(rsa_keys=(self.rsa_key,), dc_id=self.config.dc_id)
         self.sessions: OrderedDict[tuple[bytes, int], ServerSession] = OrderedDict()
+        self._per_key: dict[bytes, OrderedDict[int, None]] = {}
+        self._tombstones: OrderedDict[tuple[bytes, int], tuple[int, float]] = OrderedDict()
         self.open_connections = 0
         self._buckets: dict[str, _Bucket] = {}
         self.port = self.config.port  # the bound port (differs when the config asks for 0)
@@ -104,21 +109,48 @@ class Gateway:
         bucket.tokens -= 1
         return True
 
-    def session_for(self, stored: StoredKey, session_id: int) -> ServerSession:
+    def session_for(self, stored: StoredKey, session_id: int, now: float) -> ServerSession:
         key = (stored.key.id, session_id)
         session = self.sessions.get(key)
-        if session is None:
-            session = ServerSession(
-                stored.key, session_id, salts=self.salts, randbytes=os.urandom,
-                handshake_salt=stored.handshake_salt, handshake_salt_until=stored.created_at + self.salts.period,
-            )
-            self.sessions[key] = session
-            if len(self.sessions) > MAX_SESSIONS:
-                self.sessions.popitem(last=False)  # the least recently used session is forgotten
-            metrics.SESSIONS.set(len(self.sessions))
-        else:
+        if session is not None:
             self.sessions.move_to_end(key)
+            return session
+        floor = self._tombstones.pop(key, (0, 0.0))[0]
+        session = ServerSession(
+            stored.key, session_id, salts=self.salts, randbytes=os.urandom,
+            handshake_salt=stored.handshake_salt, handshake_salt_until=stored.created_at + self.salts.period,
+            min_msg_id=floor,
+        )
+        self.sessions[key] = session
+        per_key = self._per_key.setdefault(stored.key.id, OrderedDict())
+        per_key[session_id] = None
+        if len(per_key) > MAX_SESSIONS_PER_KEY:  # one key cannot push other clients' sessions out
+            self._forget((stored.key.id, per_key.popitem(last=False)[0]), now)
+        if len(self.sessions) > MAX_SESSIONS:
+            self._forget(next(iter(self.sessions)), now)  # the least recently used session
+        metrics.SESSIONS.set(len(self.sessions))
         return session
+
+    def _forget(self, key: tuple[bytes, int], now: float) -> None:
+        """Drop a session but remember, while its messages could still arrive, the highest id it accepted.
+
+        A message older than 300 s is refused by the time check anyway, so a tombstone is kept that long: a
+        message captured before the session was dropped cannot be replayed into its next incarnation.
+        """
+        session = self.sessions.pop(key, None)
+        if session is None:
+            return
+        per_key = self._per_key.get(key[0])
+        if per_key is not None:
+            per_key.pop(key[1], None)
+            if not per_key:
+                del self._per_key[key[0]]
+        self._tombstones[key] = (session.highest_msg_id, now + MAX_PAST + MAX_FUTURE)
+        while self._tombstones:
+            oldest_key, (_, expires) = next(iter(self._tombstones.items()))
+            if expires > now and len(self._tombstones) <= MAX_TOMBSTONES:
+                break
+            del self._tombstones[oldest_key]
 
     # -- serving ----------------------------------------------------------------------------------------
 
@@ -168,6 +200,7 @@ class Connection:
         self.transport = ServerTransport(randbytes=os.urandom, max_frame=self.config.max_frame)
         self.handshake: handshake.ServerHandshake | None = None
         self.handshake_deadline = math.inf
+        self.disconnect_deadline = math.inf
         self.has_key = False
         self.kind_label = "unknown"
         self._plain_ids = 0
@@ -212,7 +245,9 @@ class Connection:
     async def _reader(self, over_limit: bool) -> None:
         while True:
             data = b""
-            with trio.move_on_at(min(trio.current_time() + self.config.idle_timeout, self.handshake_deadline)):
+            deadline = min(trio.current_time() + self.config.idle_timeout, self.handshake_deadline,
+                           self.disconnect_deadline)
+            with trio.move_on_at(deadline):
                 try:
                     data = await self.stream.receive_some(self.transport.receive_capacity)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -265,7 +300,9 @@ class Connection:
             await self._plain(payload)
             return
         stored = await self.gateway.keys.get(payload[:8])
-        if stored is None:
+        now = time.time()
+        if stored is None or (stored.expires_in is not None and now > stored.created_at + stored.expires_in):
+            # An expired temporary key is as unknown as one never made: the client must create a new one.
             metrics.DECRYPT_FAILURES.labels("unknown_key").inc()
             raise RemoteProtocolError(f"unknown auth key {payload[:8].hex()}")
         try:
@@ -276,13 +313,15 @@ class Connection:
         if not self.has_key:
             self.has_key = True
             self.handshake_deadline = math.inf
-        now = time.time()
-        session = self.gateway.session_for(stored, msg.session_id)
+        session = self.gateway.session_for(stored, msg.session_id, now)
         for event in session.receive(msg, now):
             if isinstance(event, RpcCall):
                 self._call(session, event)
             elif isinstance(event, Rejected):
                 metrics.BAD_MSGS.labels(str(int(event.code))).inc()
+            elif isinstance(event, DisconnectAfter):
+                # ping_delay_disconnect: close unless the next one arrives within the delay (each resets it).
+                self.disconnect_deadline = trio.current_time() + max(event.seconds, 1)
         for out in session.data_to_send(time.time()):
             self._queue(self.transport.send_frame(out))
 
