@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from mtlab.roles import add_roles_command
 from mtproto.tl import LAYER
 from mtproto.transport import TransportKind
 
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["crypto"], help="crypto: IGE, message encryption, handshake cost")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, for smoke tests)")
     bench.set_defaults(func=_cmd_bench)
+    add_roles_command(sub)
     return parser
 
 

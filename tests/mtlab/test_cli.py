@@ -14,7 +14,7 @@ def mtlab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("args", [[], ["up"], ["selfcheck"], ["bench"]])
+@pytest.mark.parametrize("args", [[], ["up"], ["selfcheck"], ["bench"], ["roles"]])
 def test_help_everywhere(args: list[str]) -> None:
     done = mtlab(*args, "--help")
     assert done.returncode == 0
@@ -47,3 +47,12 @@ def test_bench_crypto_prints_every_figure_with_its_baseline() -> None:
     for line in ("raw cryptg encrypt", "reference decrypt", "fast path / raw cryptg at 64 KiB",
                  "encrypt_message", "open_message", "raw GMP baseline", "server handshake", "ratio"):
         assert line in done.stdout
+
+
+def test_roles_json_for_scripts() -> None:
+    import json
+
+    done = mtlab("roles", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert "gateway" in json.dumps(data) and "dba" in json.dumps(data)
