@@ -1,12 +1,13 @@
 """TL, the Type Language of MTProto (core.telegram.org/mtproto/TL): schemas, generator, runtime.
 
 - ``schema/*.tl`` are the source of truth; ``generator.py`` turns them into the committed packages
-  ``mt`` (the MTProto service schema) and ``api`` (the pinned subset of the public API, layer ``LAYER``).
+  ``mt`` (the MTProto service schema), ``api`` (the pinned subset of the public API, layer ``LAYER``) and
+  ``internal`` (mtlab's own frames between the gateway and the services, never sent to clients).
 - ``runtime.py`` reads and writes TL values; importing this package loads both generated packages so any
   boxed object can be read by its constructor id.
 """
 
-from mtproto.tl import api, mt
+from mtproto.tl import api, internal, mt
 from mtproto.tl.layer import LAYER
 from mtproto.tl.runtime import (
     RawObject,
@@ -28,5 +29,6 @@ __all__ = [
     "UnknownConstructorError",
     "api",
     "gzip_pack",
+    "internal",
     "mt",
 ]

@@ -36,7 +36,11 @@ class Target:
     package: str  # dotted package the code goes to
 
 
-TARGETS = (Target("mtproto.tl", "mtproto.tl.mt"), Target("api.tl", "mtproto.tl.api"))
+TARGETS = (
+    Target("mtproto.tl", "mtproto.tl.mt"),
+    Target("api.tl", "mtproto.tl.api"),
+    Target("internal.tl", "mtproto.tl.internal"),
+)
 
 #: Handled by the runtime by hand, never generated.
 BUILTIN_CONSTRUCTORS = frozenset({"boolFalse", "boolTrue", "true"})
@@ -299,6 +303,11 @@ class _Generator:
         head.append("")
         head.append("from __future__ import annotations")
         head.append("")
+        if not combinators:
+            # Only namespaces below this one (internal.tl has no root constructors): re-export them.
+            pkg = f"{self.package}.{'functions' if is_function else 'types'}"
+            lines = [banner(self.source).rstrip("\n"), *head, *import_line(pkg, children), "", "__all__ = ["]
+            return "\n".join([*lines, *(f'    "{c}",' for c in sorted(children)), "]"]) + "\n"
         head.append("from dataclasses import dataclass")
         typing_names = ["ClassVar"]
         if aliases:

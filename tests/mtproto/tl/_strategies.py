@@ -25,11 +25,14 @@ from typing import Any
 from hypothesis import strategies as st
 
 import mtproto.tl  # noqa: F401  (importing the package registers every generated class)
-from mtproto.tl.generator import BUILTIN_CONSTRUCTORS, SCHEMA_DIR
+from mtproto.tl.generator import BUILTIN_CONSTRUCTORS, SCHEMA_DIR, TARGETS
 from mtproto.tl.parser import Combinator, Param, Schema, TLType, load_schema
 from mtproto.tl.runtime import GZIP_PACKED_ID, TLObject, class_for_id
 
-SCHEMAS: dict[str, Schema] = {name: load_schema(SCHEMA_DIR / name) for name in ("api.tl", "mtproto.tl")}
+INTERNAL_NAMESPACES = ("rpc.", "lab.")
+
+# Every schema the generator builds, so a new .tl file is covered without an edit here.
+SCHEMAS: dict[str, Schema] = {t.schema: load_schema(SCHEMA_DIR / t.schema) for t in TARGETS}
 
 #: Every combinator the generator turns into a class: boolFalse/boolTrue/true are the runtime's own.
 COMBINATORS: list[Combinator] = [
@@ -112,8 +115,9 @@ class TLStrategies:
                     self._by_name[c.name] = c
         constructors = [c for cons in self._by_type.values() for c in cons]
         self.simple_objects = [c for c in constructors if is_leaf(c) and c.id != GZIP_PACKED_ID]
-        self.functions = functions
-        self.simple_functions = [c for c in functions if is_leaf(c)]
+        # ``!X`` draws client-visible queries only: internal.tl's frames never travel inside API wrappers.
+        self.functions = [c for c in functions if not c.name.startswith(INTERNAL_NAMESPACES)]
+        self.simple_functions = [c for c in self.functions if is_leaf(c)]
         self._cache: dict[tuple[int, int], st.SearchStrategy[TLObject]] = {}
 
     def simple_object(self) -> st.SearchStrategy[TLObject]:
