@@ -123,6 +123,11 @@ class _Module:
         self.is_function = is_function
         self.namespace = namespace
         self.type_only_imports: dict[str, set[str]] = defaultdict(set)  # module -> names
+        self.module_imports: dict[str, str] = {}  # module -> local name, for names that clash
+        # Which module each alias name comes from; this module's own aliases come first.
+        self.names: dict[str, str] = {
+            type_alias(t): self.module for t in gen.by_type if not is_function and namespace_of(t) == namespace
+        }
         self.runtime_imports: set[str] = set()
         self.uses_typevar = False
         self.uses_local_error = False
@@ -143,11 +148,11 @@ class _Module:
             return f"TLFunction[{t.name}]"
         if t.name in _PY_TYPES:
             return _PY_TYPES[t.name]
-        if t.name == "Object":
-            self.runtime_imports.add("TLObject")
-            return "TLObject"
         if t.name == generic:
             return t.name
+        if t.name == "Object" or self.gen.outside_subset(t):
+            self.runtime_imports.add("TLObject")
+            return "TLObject"
         if t.bare:
             return self.reference_class(t.name)
         return self.reference_type(t.name)
@@ -157,6 +162,13 @@ class _Module:
         home = self.gen.types_module(namespace_of(type_name))
         if home == self.module:
             return alias
+        owner = self.names.setdefault(alias, home)
+        if owner != home:
+            # Two namespaces name a type alike (UserFull and users.UserFull): the second is reached through
+            # its module, imported under a name of its own.
+            module_name = "_" + home.rsplit(".", 1)[1]
+            self.module_imports[home] = module_name
+            return f"{module_name}.{alias}"
         self.type_only_imports[home].add(alias)
         return alias
 
@@ -188,7 +200,7 @@ class _Module:
             return _READERS[t.name]
         if t.generic_query:
             return "r.read_query()"
-        if t.name == "Object":
+        if t.name == "Object" or self.gen.outside_subset(t):
             return "r.read_object()"
         if t.bare:
             c = self.gen.bare_constructor(t.name)
@@ -205,10 +217,13 @@ class _Module:
     def write_stmts(self, t: TLType, value: str, indent: str) -> list[str]:
         if t.vector is not None:
             header = "INT.pack(len({v}))" if t.bare else "VECTOR_HEADER + INT.pack(len({v}))"
+            self.runtime_imports.add("INT")
             if not t.bare:
                 self.runtime_imports.add("VECTOR_HEADER")
-            lines = [indent + "out += " + header.format(v=value), f"{indent}for item in {value}:"]
-            lines += self.write_stmts(t.vector, "item", indent + "    ")
+            # One loop variable per field (``chats_item``), so two loops never share a variable of two types.
+            item = value.removeprefix("self.") + "_item"
+            lines = [indent + "out += " + header.format(v=value), f"{indent}for {item} in {value}:"]
+            lines += self.write_stmts(t.vector, item, indent + "    ")
             return lines
         if t.name in _WRITERS:
             stmt = _WRITERS[t.name].format(v=value)
@@ -237,6 +252,15 @@ class _Generator:
 
     def types_module(self, namespace: str) -> str:
         return f"{self.package}.types" + (f".{namespace}" if namespace else "")
+
+    def outside_subset(self, t: TLType) -> bool:
+        """A boxed type the schema names but does not define: api.tl is a subset of the published schema, and
+        an optional field may have a type the lab leaves out. Such a field is a plain ``TLObject`` the lab never
+        fills; reading one fails with the unknown constructor's id. A required field must be in the subset."""
+        return (
+            t.vector is None and not t.bare and not t.generic_query and t.name not in _PY_TYPES
+            and t.name != "Object" and t.name not in self.by_type
+        )
 
     def constructor_ids(self, type_name: str) -> frozenset[int]:
         cons = self.by_type.get(type_name)
@@ -295,7 +319,10 @@ class _Generator:
             for result in results:
                 names = [class_name(c) for c in self.by_type[result] if c.name not in BUILTIN_CONSTRUCTORS]
                 if names:
-                    aliases.append(f"{type_alias(result)}: TypeAlias = {' | '.join(names)}")
+                    alias = f"{type_alias(result)}: TypeAlias = {' | '.join(names)}"
+                    if len(alias) > 120:
+                        alias = f"{type_alias(result)}: TypeAlias = (\n    " + "\n    | ".join(names) + "\n)"
+                    aliases.append(alias)
         head: list[str] = []
         kind = "Functions (RPC queries)" if is_function else "Constructors"
         where = f"namespace ``{ns}``" if ns else "the root namespace"
@@ -312,7 +339,7 @@ class _Generator:
         typing_names = ["ClassVar"]
         if aliases:
             typing_names.append("TypeAlias")
-        if mod.type_only_imports:
+        if mod.type_only_imports or mod.module_imports:
             typing_names.append("TYPE_CHECKING")
         if mod.uses_typevar:
             typing_names.append("TypeVar")
@@ -326,11 +353,17 @@ class _Generator:
             first_party[f"{self.package}.{'functions' if is_function else 'types'}"] = set(children)
         for module in sorted(first_party):
             head += import_line(module, first_party[module])
-        if mod.type_only_imports:
+        if mod.type_only_imports or mod.module_imports:
             head.append("")
             head.append("if TYPE_CHECKING:")
-            for module in sorted(mod.type_only_imports):
-                head += import_line(module, mod.type_only_imports[module], "    ")
+            imports: list[tuple[str, list[str]]] = [
+                (module, import_line(module, names, "    ")) for module, names in mod.type_only_imports.items()
+            ]
+            for module, local in mod.module_imports.items():
+                package, _, leaf = module.rpartition(".")
+                imports.append((package, [f"    from {package} import {leaf} as {local}"]))
+            for _, lines in sorted(imports):
+                head += lines
         if mod.uses_typevar:
             head.append("")
             head.append('X = TypeVar("X")')
@@ -377,6 +410,10 @@ class _Generator:
         fields = [p for p in c.params if not p.is_flags_word]
         required = [p for p in fields if p.flag_word is None]
         optional = [p for p in fields if p.flag_word is not None]
+        for p in required:
+            inner = param_type(p).vector or param_type(p)
+            if self.outside_subset(inner):
+                raise SchemaError(f"{c.name}.{p.name} needs type {inner.name}, which {self.source} does not define")
         if fields:
             out.append("")
         for p in required:
@@ -417,7 +454,12 @@ class _Generator:
             body.append("            " + "\n            == ".join(absent))
             body.append("        ):")
             body.append("            raise LocalProtocolError(")
-            body.append(f'                "{c.name}: {names} share {word}.{bit}; set all or none"')
+            message = f"{c.name}: {names} share {word}.{bit}; set all or none"
+            if len(message) > 96:  # split into adjacent literals to keep the generated line short
+                cut = message.rindex(" ", 0, 96)
+                body.append(f'                "{message[:cut]}"')
+                message = message[cut:]
+            body.append(f'                "{message}"')
             body.append("            )")
         for p in c.params:
             if p.is_flags_word:

@@ -141,12 +141,14 @@ def _parse_param(token: str) -> Param:
 def normalized_line(line: str) -> str:
     """The text whose CRC32 is a combinator's id (core.telegram.org/mtproto/TL-abstract-types).
 
-    The id is dropped, ``bytes`` is spelled ``string``, conditional ``true`` bits are left out (they were
-    added to the language after the ids they would change), and the brackets of generics become spaces.
+    The id is dropped, a field of type ``bytes`` is spelled ``string``, conditional ``true`` bits are left out
+    (they were added to the language after the ids they would change), and the brackets of generics become spaces.
     """
     text = re.sub(r"^([\w.]+)#[0-9a-fA-F]+", r"\1", line.strip().rstrip(";").strip())
     text = re.sub(r"\s\w+:\w+\.\d+\?true\b", "", text)
-    text = re.sub(r"(?<=[:?<%])bytes\b", "string", text)  # the type, never a parameter named "bytes"
+    # A field's own type ``bytes`` is spelled ``string`` (never a parameter *named* bytes, and not inside
+    # ``Vector<bytes>``: codeSettings' official id keeps that one).
+    text = re.sub(r"(?<=[:?])bytes\b", "string", text)
     text = text.replace("<", " ").replace(">", "").replace("{", "").replace("}", "")
     return " ".join(text.split())
 

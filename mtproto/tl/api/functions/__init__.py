@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from mtproto.tl.api.functions import help, updates
+from mtproto.tl.api.functions import account, auth, help, updates, users
 from mtproto.tl.runtime import INT, LONG, UINT, VECTOR_HEADER, Reader, TLFunction, TypeRef, register, write_string
 
 if TYPE_CHECKING:
@@ -63,8 +63,8 @@ class InvokeAfterMsgs(TLFunction[X]):
 
     def _write_bare(self, out: bytearray) -> None:
         out += VECTOR_HEADER + INT.pack(len(self.msg_ids))
-        for item in self.msg_ids:
-            out += LONG.pack(item)
+        for msg_ids_item in self.msg_ids:
+            out += LONG.pack(msg_ids_item)
         self.query._write(out)
 
     @classmethod
@@ -198,6 +198,9 @@ __all__ = [
     "InvokeAfterMsgs",
     "InvokeWithLayer",
     "InvokeWithoutUpdates",
+    "account",
+    "auth",
     "help",
     "updates",
+    "users",
 ]

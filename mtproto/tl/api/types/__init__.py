@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
-from mtproto.tl.api.types import updates
+from mtproto.tl.api.types import account, auth, updates, users
 from mtproto.tl.runtime import (
     DOUBLE,
     INT,
@@ -24,7 +24,18 @@ from mtproto.tl.runtime import (
     write_string,
 )
 
+_T_CHATPHOTO: TypeRef[TypeChatPhoto] = TypeRef("ChatPhoto", 0x1c6e1c11, 0x37c1011c)
 _T_DCOPTION: TypeRef[TypeDcOption] = TypeRef("DcOption", 0x18b7a10d)
+_T_INPUTPEER: TypeRef[TypeInputPeer] = TypeRef(
+    "InputPeer",
+    0x27bcbbfc,
+    0x35a95cb9,
+    0x7da07ec9,
+    0x7f3b18ea,
+    0xa87b0a1c,
+    0xbd2a0840,
+    0xdde8a54c,
+)
 _T_JSONOBJECTVALUE: TypeRef[TypeJSONObjectValue] = TypeRef("JSONObjectValue", 0xc0de1bd9)
 _T_JSONVALUE: TypeRef[TypeJSONValue] = TypeRef(
     "JSONValue",
@@ -35,7 +46,19 @@ _T_JSONVALUE: TypeRef[TypeJSONValue] = TypeRef(
     0xc7345e6a,
     0xf7444763,
 )
+_T_PEERNOTIFYSETTINGS: TypeRef[TypePeerNotifySettings] = TypeRef("PeerNotifySettings", 0x99622c0c)
+_T_PEERSETTINGS: TypeRef[TypePeerSettings] = TypeRef("PeerSettings", 0xf47741f7)
 _T_REACTION: TypeRef[TypeReaction] = TypeRef("Reaction", 0x1b2286b8, 0x523da4eb, 0x79f5d419, 0x8935fc73)
+_T_USERPROFILEPHOTO: TypeRef[TypeUserProfilePhoto] = TypeRef("UserProfilePhoto", 0x4f11bae1, 0x82d1f706)
+_T_USERSTATUS: TypeRef[TypeUserStatus] = TypeRef(
+    "UserStatus",
+    0x008c703f,
+    0x09d05049,
+    0x541a1d1a,
+    0x65899777,
+    0x7b197dc8,
+    0xedb93949,
+)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -216,7 +239,8 @@ class Config(TLObject):
             == (self.base_lang_pack_version is None)
         ):
             raise LocalProtocolError(
-                "config: suggested_lang_code, lang_pack_version, base_lang_pack_version share flags.2; set all or none"
+                "config: suggested_lang_code, lang_pack_version, base_lang_pack_version share flags.2; set all"
+                " or none"
             )
         flags = (
             (8 if self.default_p2p_contacts else 0)
@@ -242,8 +266,8 @@ class Config(TLObject):
         write_bool(out, self.test_mode)
         out += INT.pack(self.this_dc)
         out += VECTOR_HEADER + INT.pack(len(self.dc_options))
-        for item in self.dc_options:
-            item._write(out)
+        for dc_options_item in self.dc_options:
+            dc_options_item._write(out)
         write_string(out, self.dc_txt_domain_name)
         out += INT.pack(self.chat_size_max)
         out += INT.pack(self.megagroup_size_max)
@@ -516,8 +540,8 @@ class JsonArray(TLObject):
 
     def _write_bare(self, out: bytearray) -> None:
         out += VECTOR_HEADER + INT.pack(len(self.value))
-        for item in self.value:
-            item._write(out)
+        for value_item in self.value:
+            value_item._write(out)
 
     @classmethod
     def _read_bare(cls, r: Reader) -> JsonArray:
@@ -536,8 +560,8 @@ class JsonObject(TLObject):
 
     def _write_bare(self, out: bytearray) -> None:
         out += VECTOR_HEADER + INT.pack(len(self.value))
-        for item in self.value:
-            item._write(out)
+        for value_item in self.value:
+            value_item._write(out)
 
     @classmethod
     def _read_bare(cls, r: Reader) -> JsonObject:
@@ -611,14 +635,2036 @@ class ReactionPaid(TLObject):
         return cls()
 
 
+@dataclass(slots=True, kw_only=True)
+class Authorization(TLObject):
+    """
+    ``authorization#ad01d61d flags:# current:flags.0?true official_app:flags.1?true password_pending:flags.2?true
+    encrypted_requests_disabled:flags.3?true call_requests_disabled:flags.4?true unconfirmed:flags.5?true hash:long
+    device_model:string platform:string system_version:string api_id:int app_name:string app_version:string
+    date_created:int date_active:int ip:string country:string region:string = Authorization;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xad01d61d
+    TL_NAME: ClassVar[str] = "authorization"
+
+    hash: int
+    device_model: str
+    platform: str
+    system_version: str
+    api_id: int
+    app_name: str
+    app_version: str
+    date_created: int
+    date_active: int
+    ip: str
+    country: str
+    region: str
+    current: bool = False
+    official_app: bool = False
+    password_pending: bool = False
+    encrypted_requests_disabled: bool = False
+    call_requests_disabled: bool = False
+    unconfirmed: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (1 if self.current else 0)
+            | (2 if self.official_app else 0)
+            | (4 if self.password_pending else 0)
+            | (8 if self.encrypted_requests_disabled else 0)
+            | (16 if self.call_requests_disabled else 0)
+            | (32 if self.unconfirmed else 0)
+        )
+        out += UINT.pack(flags)
+        out += LONG.pack(self.hash)
+        write_string(out, self.device_model)
+        write_string(out, self.platform)
+        write_string(out, self.system_version)
+        out += INT.pack(self.api_id)
+        write_string(out, self.app_name)
+        write_string(out, self.app_version)
+        out += INT.pack(self.date_created)
+        out += INT.pack(self.date_active)
+        write_string(out, self.ip)
+        write_string(out, self.country)
+        write_string(out, self.region)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> Authorization:
+        flags = r.read_uint()
+        _current = (flags & 1) != 0
+        _official_app = (flags & 2) != 0
+        _password_pending = (flags & 4) != 0
+        _encrypted_requests_disabled = (flags & 8) != 0
+        _call_requests_disabled = (flags & 16) != 0
+        _unconfirmed = (flags & 32) != 0
+        _hash = r.read_long()
+        _device_model = r.read_string()
+        _platform = r.read_string()
+        _system_version = r.read_string()
+        _api_id = r.read_int()
+        _app_name = r.read_string()
+        _app_version = r.read_string()
+        _date_created = r.read_int()
+        _date_active = r.read_int()
+        _ip = r.read_string()
+        _country = r.read_string()
+        _region = r.read_string()
+        return cls(
+            current=_current,
+            official_app=_official_app,
+            password_pending=_password_pending,
+            encrypted_requests_disabled=_encrypted_requests_disabled,
+            call_requests_disabled=_call_requests_disabled,
+            unconfirmed=_unconfirmed,
+            hash=_hash,
+            device_model=_device_model,
+            platform=_platform,
+            system_version=_system_version,
+            api_id=_api_id,
+            app_name=_app_name,
+            app_version=_app_version,
+            date_created=_date_created,
+            date_active=_date_active,
+            ip=_ip,
+            country=_country,
+            region=_region,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class Channel(TLObject):
+    """
+    ``channel#d49f34c6 flags:# creator:flags.0?true left:flags.2?true broadcast:flags.5?true verified:flags.7?true
+    megagroup:flags.8?true restricted:flags.9?true signatures:flags.11?true min:flags.12?true scam:flags.19?true
+    has_link:flags.20?true has_geo:flags.21?true slowmode_enabled:flags.22?true call_active:flags.23?true
+    call_not_empty:flags.24?true fake:flags.25?true gigagroup:flags.26?true noforwards:flags.27?true
+    join_to_send:flags.28?true join_request:flags.29?true forum:flags.30?true flags2:# stories_hidden:flags2.1?true
+    stories_hidden_min:flags2.2?true stories_unavailable:flags2.3?true signature_profiles:flags2.12?true
+    autotranslation:flags2.15?true broadcast_messages_allowed:flags2.16?true monoforum:flags2.17?true
+    forum_tabs:flags2.19?true id:long access_hash:flags.13?long title:string username:flags.6?string photo:ChatPhoto
+    date:int restriction_reason:flags.9?Vector<RestrictionReason> admin_rights:flags.14?ChatAdminRights
+    banned_rights:flags.15?ChatBannedRights default_banned_rights:flags.18?ChatBannedRights
+    participants_count:flags.17?int usernames:flags2.0?Vector<Username> stories_max_id:flags2.4?RecentStory
+    color:flags2.7?PeerColor profile_color:flags2.8?PeerColor emoji_status:flags2.9?EmojiStatus level:flags2.10?int
+    subscription_until_date:flags2.11?int bot_verification_icon:flags2.13?long
+    send_paid_messages_stars:flags2.14?long linked_monoforum_id:flags2.18?long linked_community_id:flags2.20?long =
+    Chat;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xd49f34c6
+    TL_NAME: ClassVar[str] = "channel"
+
+    id: int
+    title: str
+    photo: TypeChatPhoto
+    date: int
+    creator: bool = False
+    left: bool = False
+    broadcast: bool = False
+    verified: bool = False
+    megagroup: bool = False
+    restricted: bool = False
+    signatures: bool = False
+    min: bool = False
+    scam: bool = False
+    has_link: bool = False
+    has_geo: bool = False
+    slowmode_enabled: bool = False
+    call_active: bool = False
+    call_not_empty: bool = False
+    fake: bool = False
+    gigagroup: bool = False
+    noforwards: bool = False
+    join_to_send: bool = False
+    join_request: bool = False
+    forum: bool = False
+    stories_hidden: bool = False
+    stories_hidden_min: bool = False
+    stories_unavailable: bool = False
+    signature_profiles: bool = False
+    autotranslation: bool = False
+    broadcast_messages_allowed: bool = False
+    monoforum: bool = False
+    forum_tabs: bool = False
+    access_hash: int | None = None
+    username: str | None = None
+    restriction_reason: list[TLObject] | None = None
+    admin_rights: TLObject | None = None
+    banned_rights: TLObject | None = None
+    default_banned_rights: TLObject | None = None
+    participants_count: int | None = None
+    usernames: list[TLObject] | None = None
+    stories_max_id: TLObject | None = None
+    color: TLObject | None = None
+    profile_color: TLObject | None = None
+    emoji_status: TLObject | None = None
+    level: int | None = None
+    subscription_until_date: int | None = None
+    bot_verification_icon: int | None = None
+    send_paid_messages_stars: int | None = None
+    linked_monoforum_id: int | None = None
+    linked_community_id: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (not self.restricted)
+            == (self.restriction_reason is None)
+        ):
+            raise LocalProtocolError(
+                "channel: restricted, restriction_reason share flags.9; set all or none"
+            )
+        flags = (
+            (1 if self.creator else 0)
+            | (4 if self.left else 0)
+            | (32 if self.broadcast else 0)
+            | (128 if self.verified else 0)
+            | (256 if self.megagroup else 0)
+            | (512 if self.restricted else 0)
+            | (2048 if self.signatures else 0)
+            | (4096 if self.min else 0)
+            | (524288 if self.scam else 0)
+            | (1048576 if self.has_link else 0)
+            | (2097152 if self.has_geo else 0)
+            | (4194304 if self.slowmode_enabled else 0)
+            | (8388608 if self.call_active else 0)
+            | (16777216 if self.call_not_empty else 0)
+            | (33554432 if self.fake else 0)
+            | (67108864 if self.gigagroup else 0)
+            | (134217728 if self.noforwards else 0)
+            | (268435456 if self.join_to_send else 0)
+            | (536870912 if self.join_request else 0)
+            | (1073741824 if self.forum else 0)
+            | (8192 if self.access_hash is not None else 0)
+            | (64 if self.username is not None else 0)
+            | (512 if self.restriction_reason is not None else 0)
+            | (16384 if self.admin_rights is not None else 0)
+            | (32768 if self.banned_rights is not None else 0)
+            | (262144 if self.default_banned_rights is not None else 0)
+            | (131072 if self.participants_count is not None else 0)
+        )
+        out += UINT.pack(flags)
+        flags2 = (
+            (2 if self.stories_hidden else 0)
+            | (4 if self.stories_hidden_min else 0)
+            | (8 if self.stories_unavailable else 0)
+            | (4096 if self.signature_profiles else 0)
+            | (32768 if self.autotranslation else 0)
+            | (65536 if self.broadcast_messages_allowed else 0)
+            | (131072 if self.monoforum else 0)
+            | (524288 if self.forum_tabs else 0)
+            | (1 if self.usernames is not None else 0)
+            | (16 if self.stories_max_id is not None else 0)
+            | (128 if self.color is not None else 0)
+            | (256 if self.profile_color is not None else 0)
+            | (512 if self.emoji_status is not None else 0)
+            | (1024 if self.level is not None else 0)
+            | (2048 if self.subscription_until_date is not None else 0)
+            | (8192 if self.bot_verification_icon is not None else 0)
+            | (16384 if self.send_paid_messages_stars is not None else 0)
+            | (262144 if self.linked_monoforum_id is not None else 0)
+            | (1048576 if self.linked_community_id is not None else 0)
+        )
+        out += UINT.pack(flags2)
+        out += LONG.pack(self.id)
+        if self.access_hash is not None:
+            out += LONG.pack(self.access_hash)
+        write_string(out, self.title)
+        if self.username is not None:
+            write_string(out, self.username)
+        self.photo._write(out)
+        out += INT.pack(self.date)
+        if self.restriction_reason is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.restriction_reason))
+            for restriction_reason_item in self.restriction_reason:
+                restriction_reason_item._write(out)
+        if self.admin_rights is not None:
+            self.admin_rights._write(out)
+        if self.banned_rights is not None:
+            self.banned_rights._write(out)
+        if self.default_banned_rights is not None:
+            self.default_banned_rights._write(out)
+        if self.participants_count is not None:
+            out += INT.pack(self.participants_count)
+        if self.usernames is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.usernames))
+            for usernames_item in self.usernames:
+                usernames_item._write(out)
+        if self.stories_max_id is not None:
+            self.stories_max_id._write(out)
+        if self.color is not None:
+            self.color._write(out)
+        if self.profile_color is not None:
+            self.profile_color._write(out)
+        if self.emoji_status is not None:
+            self.emoji_status._write(out)
+        if self.level is not None:
+            out += INT.pack(self.level)
+        if self.subscription_until_date is not None:
+            out += INT.pack(self.subscription_until_date)
+        if self.bot_verification_icon is not None:
+            out += LONG.pack(self.bot_verification_icon)
+        if self.send_paid_messages_stars is not None:
+            out += LONG.pack(self.send_paid_messages_stars)
+        if self.linked_monoforum_id is not None:
+            out += LONG.pack(self.linked_monoforum_id)
+        if self.linked_community_id is not None:
+            out += LONG.pack(self.linked_community_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> Channel:
+        flags = r.read_uint()
+        _creator = (flags & 1) != 0
+        _left = (flags & 4) != 0
+        _broadcast = (flags & 32) != 0
+        _verified = (flags & 128) != 0
+        _megagroup = (flags & 256) != 0
+        _restricted = (flags & 512) != 0
+        _signatures = (flags & 2048) != 0
+        _min = (flags & 4096) != 0
+        _scam = (flags & 524288) != 0
+        _has_link = (flags & 1048576) != 0
+        _has_geo = (flags & 2097152) != 0
+        _slowmode_enabled = (flags & 4194304) != 0
+        _call_active = (flags & 8388608) != 0
+        _call_not_empty = (flags & 16777216) != 0
+        _fake = (flags & 33554432) != 0
+        _gigagroup = (flags & 67108864) != 0
+        _noforwards = (flags & 134217728) != 0
+        _join_to_send = (flags & 268435456) != 0
+        _join_request = (flags & 536870912) != 0
+        _forum = (flags & 1073741824) != 0
+        flags2 = r.read_uint()
+        _stories_hidden = (flags2 & 2) != 0
+        _stories_hidden_min = (flags2 & 4) != 0
+        _stories_unavailable = (flags2 & 8) != 0
+        _signature_profiles = (flags2 & 4096) != 0
+        _autotranslation = (flags2 & 32768) != 0
+        _broadcast_messages_allowed = (flags2 & 65536) != 0
+        _monoforum = (flags2 & 131072) != 0
+        _forum_tabs = (flags2 & 524288) != 0
+        _id = r.read_long()
+        _access_hash = r.read_long() if flags & 8192 else None
+        _title = r.read_string()
+        _username = r.read_string() if flags & 64 else None
+        _photo = r.read_boxed(_T_CHATPHOTO)
+        _date = r.read_int()
+        _restriction_reason = r.read_vector(lambda: r.read_object()) if flags & 512 else None
+        _admin_rights = r.read_object() if flags & 16384 else None
+        _banned_rights = r.read_object() if flags & 32768 else None
+        _default_banned_rights = r.read_object() if flags & 262144 else None
+        _participants_count = r.read_int() if flags & 131072 else None
+        _usernames = r.read_vector(lambda: r.read_object()) if flags2 & 1 else None
+        _stories_max_id = r.read_object() if flags2 & 16 else None
+        _color = r.read_object() if flags2 & 128 else None
+        _profile_color = r.read_object() if flags2 & 256 else None
+        _emoji_status = r.read_object() if flags2 & 512 else None
+        _level = r.read_int() if flags2 & 1024 else None
+        _subscription_until_date = r.read_int() if flags2 & 2048 else None
+        _bot_verification_icon = r.read_long() if flags2 & 8192 else None
+        _send_paid_messages_stars = r.read_long() if flags2 & 16384 else None
+        _linked_monoforum_id = r.read_long() if flags2 & 262144 else None
+        _linked_community_id = r.read_long() if flags2 & 1048576 else None
+        return cls(
+            creator=_creator,
+            left=_left,
+            broadcast=_broadcast,
+            verified=_verified,
+            megagroup=_megagroup,
+            restricted=_restricted,
+            signatures=_signatures,
+            min=_min,
+            scam=_scam,
+            has_link=_has_link,
+            has_geo=_has_geo,
+            slowmode_enabled=_slowmode_enabled,
+            call_active=_call_active,
+            call_not_empty=_call_not_empty,
+            fake=_fake,
+            gigagroup=_gigagroup,
+            noforwards=_noforwards,
+            join_to_send=_join_to_send,
+            join_request=_join_request,
+            forum=_forum,
+            stories_hidden=_stories_hidden,
+            stories_hidden_min=_stories_hidden_min,
+            stories_unavailable=_stories_unavailable,
+            signature_profiles=_signature_profiles,
+            autotranslation=_autotranslation,
+            broadcast_messages_allowed=_broadcast_messages_allowed,
+            monoforum=_monoforum,
+            forum_tabs=_forum_tabs,
+            id=_id,
+            access_hash=_access_hash,
+            title=_title,
+            username=_username,
+            photo=_photo,
+            date=_date,
+            restriction_reason=_restriction_reason,
+            admin_rights=_admin_rights,
+            banned_rights=_banned_rights,
+            default_banned_rights=_default_banned_rights,
+            participants_count=_participants_count,
+            usernames=_usernames,
+            stories_max_id=_stories_max_id,
+            color=_color,
+            profile_color=_profile_color,
+            emoji_status=_emoji_status,
+            level=_level,
+            subscription_until_date=_subscription_until_date,
+            bot_verification_icon=_bot_verification_icon,
+            send_paid_messages_stars=_send_paid_messages_stars,
+            linked_monoforum_id=_linked_monoforum_id,
+            linked_community_id=_linked_community_id,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class ChannelForbidden(TLObject):
+    """
+    ``channelForbidden#17d493d5 flags:# broadcast:flags.5?true megagroup:flags.8?true monoforum:flags.10?true
+    id:long access_hash:long title:string until_date:flags.16?int = Chat;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x17d493d5
+    TL_NAME: ClassVar[str] = "channelForbidden"
+
+    id: int
+    access_hash: int
+    title: str
+    broadcast: bool = False
+    megagroup: bool = False
+    monoforum: bool = False
+    until_date: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (32 if self.broadcast else 0)
+            | (256 if self.megagroup else 0)
+            | (1024 if self.monoforum else 0)
+            | (65536 if self.until_date is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += LONG.pack(self.id)
+        out += LONG.pack(self.access_hash)
+        write_string(out, self.title)
+        if self.until_date is not None:
+            out += INT.pack(self.until_date)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChannelForbidden:
+        flags = r.read_uint()
+        _broadcast = (flags & 32) != 0
+        _megagroup = (flags & 256) != 0
+        _monoforum = (flags & 1024) != 0
+        _id = r.read_long()
+        _access_hash = r.read_long()
+        _title = r.read_string()
+        _until_date = r.read_int() if flags & 65536 else None
+        return cls(
+            broadcast=_broadcast,
+            megagroup=_megagroup,
+            monoforum=_monoforum,
+            id=_id,
+            access_hash=_access_hash,
+            title=_title,
+            until_date=_until_date,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class Chat(TLObject):
+    """
+    ``chat#41cbf256 flags:# creator:flags.0?true left:flags.2?true deactivated:flags.5?true
+    call_active:flags.23?true call_not_empty:flags.24?true noforwards:flags.25?true id:long title:string
+    photo:ChatPhoto participants_count:int date:int version:int migrated_to:flags.6?InputChannel
+    admin_rights:flags.14?ChatAdminRights default_banned_rights:flags.18?ChatBannedRights = Chat;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x41cbf256
+    TL_NAME: ClassVar[str] = "chat"
+
+    id: int
+    title: str
+    photo: TypeChatPhoto
+    participants_count: int
+    date: int
+    version: int
+    creator: bool = False
+    left: bool = False
+    deactivated: bool = False
+    call_active: bool = False
+    call_not_empty: bool = False
+    noforwards: bool = False
+    migrated_to: TLObject | None = None
+    admin_rights: TLObject | None = None
+    default_banned_rights: TLObject | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (1 if self.creator else 0)
+            | (4 if self.left else 0)
+            | (32 if self.deactivated else 0)
+            | (8388608 if self.call_active else 0)
+            | (16777216 if self.call_not_empty else 0)
+            | (33554432 if self.noforwards else 0)
+            | (64 if self.migrated_to is not None else 0)
+            | (16384 if self.admin_rights is not None else 0)
+            | (262144 if self.default_banned_rights is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += LONG.pack(self.id)
+        write_string(out, self.title)
+        self.photo._write(out)
+        out += INT.pack(self.participants_count)
+        out += INT.pack(self.date)
+        out += INT.pack(self.version)
+        if self.migrated_to is not None:
+            self.migrated_to._write(out)
+        if self.admin_rights is not None:
+            self.admin_rights._write(out)
+        if self.default_banned_rights is not None:
+            self.default_banned_rights._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> Chat:
+        flags = r.read_uint()
+        _creator = (flags & 1) != 0
+        _left = (flags & 4) != 0
+        _deactivated = (flags & 32) != 0
+        _call_active = (flags & 8388608) != 0
+        _call_not_empty = (flags & 16777216) != 0
+        _noforwards = (flags & 33554432) != 0
+        _id = r.read_long()
+        _title = r.read_string()
+        _photo = r.read_boxed(_T_CHATPHOTO)
+        _participants_count = r.read_int()
+        _date = r.read_int()
+        _version = r.read_int()
+        _migrated_to = r.read_object() if flags & 64 else None
+        _admin_rights = r.read_object() if flags & 16384 else None
+        _default_banned_rights = r.read_object() if flags & 262144 else None
+        return cls(
+            creator=_creator,
+            left=_left,
+            deactivated=_deactivated,
+            call_active=_call_active,
+            call_not_empty=_call_not_empty,
+            noforwards=_noforwards,
+            id=_id,
+            title=_title,
+            photo=_photo,
+            participants_count=_participants_count,
+            date=_date,
+            version=_version,
+            migrated_to=_migrated_to,
+            admin_rights=_admin_rights,
+            default_banned_rights=_default_banned_rights,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class ChatEmpty(TLObject):
+    """``chatEmpty#29562865 id:long = Chat;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x29562865
+    TL_NAME: ClassVar[str] = "chatEmpty"
+
+    id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChatEmpty:
+        _id = r.read_long()
+        return cls(id=_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChatForbidden(TLObject):
+    """``chatForbidden#6592a1a7 id:long title:string = Chat;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x6592a1a7
+    TL_NAME: ClassVar[str] = "chatForbidden"
+
+    id: int
+    title: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        write_string(out, self.title)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChatForbidden:
+        _id = r.read_long()
+        _title = r.read_string()
+        return cls(id=_id, title=_title)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChatPhoto(TLObject):
+    """
+    ``chatPhoto#1c6e1c11 flags:# has_video:flags.0?true photo_id:long stripped_thumb:flags.1?bytes dc_id:int =
+    ChatPhoto;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x1c6e1c11
+    TL_NAME: ClassVar[str] = "chatPhoto"
+
+    photo_id: int
+    dc_id: int
+    has_video: bool = False
+    stripped_thumb: bytes | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.has_video else 0) | (2 if self.stripped_thumb is not None else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.photo_id)
+        if self.stripped_thumb is not None:
+            write_bytes(out, self.stripped_thumb)
+        out += INT.pack(self.dc_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChatPhoto:
+        flags = r.read_uint()
+        _has_video = (flags & 1) != 0
+        _photo_id = r.read_long()
+        _stripped_thumb = r.read_bytes() if flags & 2 else None
+        _dc_id = r.read_int()
+        return cls(has_video=_has_video, photo_id=_photo_id, stripped_thumb=_stripped_thumb, dc_id=_dc_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChatPhotoEmpty(TLObject):
+    """``chatPhotoEmpty#37c1011c = ChatPhoto;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x37c1011c
+    TL_NAME: ClassVar[str] = "chatPhotoEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChatPhotoEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class CodeSettings(TLObject):
+    """
+    ``codeSettings#ad253d78 flags:# allow_flashcall:flags.0?true current_number:flags.1?true
+    allow_app_hash:flags.4?true allow_missed_call:flags.5?true allow_firebase:flags.7?true
+    unknown_number:flags.9?true logout_tokens:flags.6?Vector<bytes> token:flags.8?string app_sandbox:flags.8?Bool =
+    CodeSettings;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xad253d78
+    TL_NAME: ClassVar[str] = "codeSettings"
+
+    allow_flashcall: bool = False
+    current_number: bool = False
+    allow_app_hash: bool = False
+    allow_missed_call: bool = False
+    allow_firebase: bool = False
+    unknown_number: bool = False
+    logout_tokens: list[bytes] | None = None
+    token: str | None = None
+    app_sandbox: bool | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (self.token is None)
+            == (self.app_sandbox is None)
+        ):
+            raise LocalProtocolError(
+                "codeSettings: token, app_sandbox share flags.8; set all or none"
+            )
+        flags = (
+            (1 if self.allow_flashcall else 0)
+            | (2 if self.current_number else 0)
+            | (16 if self.allow_app_hash else 0)
+            | (32 if self.allow_missed_call else 0)
+            | (128 if self.allow_firebase else 0)
+            | (512 if self.unknown_number else 0)
+            | (64 if self.logout_tokens is not None else 0)
+            | (256 if self.token is not None else 0)
+            | (256 if self.app_sandbox is not None else 0)
+        )
+        out += UINT.pack(flags)
+        if self.logout_tokens is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.logout_tokens))
+            for logout_tokens_item in self.logout_tokens:
+                write_bytes(out, logout_tokens_item)
+        if self.token is not None:
+            write_string(out, self.token)
+        if self.app_sandbox is not None:
+            write_bool(out, self.app_sandbox)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> CodeSettings:
+        flags = r.read_uint()
+        _allow_flashcall = (flags & 1) != 0
+        _current_number = (flags & 2) != 0
+        _allow_app_hash = (flags & 16) != 0
+        _allow_missed_call = (flags & 32) != 0
+        _allow_firebase = (flags & 128) != 0
+        _unknown_number = (flags & 512) != 0
+        _logout_tokens = r.read_vector(r.read_bytes) if flags & 64 else None
+        _token = r.read_string() if flags & 256 else None
+        _app_sandbox = r.read_bool() if flags & 256 else None
+        return cls(
+            allow_flashcall=_allow_flashcall,
+            current_number=_current_number,
+            allow_app_hash=_allow_app_hash,
+            allow_missed_call=_allow_missed_call,
+            allow_firebase=_allow_firebase,
+            unknown_number=_unknown_number,
+            logout_tokens=_logout_tokens,
+            token=_token,
+            app_sandbox=_app_sandbox,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPeerChannel(TLObject):
+    """``inputPeerChannel#27bcbbfc channel_id:long access_hash:long = InputPeer;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x27bcbbfc
+    TL_NAME: ClassVar[str] = "inputPeerChannel"
+
+    channel_id: int
+    access_hash: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.channel_id)
+        out += LONG.pack(self.access_hash)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPeerChannel:
+        _channel_id = r.read_long()
+        _access_hash = r.read_long()
+        return cls(channel_id=_channel_id, access_hash=_access_hash)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPeerChannelFromMessage(TLObject):
+    """``inputPeerChannelFromMessage#bd2a0840 peer:InputPeer msg_id:int channel_id:long = InputPeer;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xbd2a0840
+    TL_NAME: ClassVar[str] = "inputPeerChannelFromMessage"
+
+    peer: TypeInputPeer
+    msg_id: int
+    channel_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        out += INT.pack(self.msg_id)
+        out += LONG.pack(self.channel_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPeerChannelFromMessage:
+        _peer = r.read_boxed(_T_INPUTPEER)
+        _msg_id = r.read_int()
+        _channel_id = r.read_long()
+        return cls(peer=_peer, msg_id=_msg_id, channel_id=_channel_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPeerChat(TLObject):
+    """``inputPeerChat#35a95cb9 chat_id:long = InputPeer;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x35a95cb9
+    TL_NAME: ClassVar[str] = "inputPeerChat"
+
+    chat_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.chat_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPeerChat:
+        _chat_id = r.read_long()
+        return cls(chat_id=_chat_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPeerEmpty(TLObject):
+    """``inputPeerEmpty#7f3b18ea = InputPeer;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x7f3b18ea
+    TL_NAME: ClassVar[str] = "inputPeerEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPeerEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPeerSelf(TLObject):
+    """``inputPeerSelf#7da07ec9 = InputPeer;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x7da07ec9
+    TL_NAME: ClassVar[str] = "inputPeerSelf"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPeerSelf:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPeerUser(TLObject):
+    """``inputPeerUser#dde8a54c user_id:long access_hash:long = InputPeer;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xdde8a54c
+    TL_NAME: ClassVar[str] = "inputPeerUser"
+
+    user_id: int
+    access_hash: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.user_id)
+        out += LONG.pack(self.access_hash)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPeerUser:
+        _user_id = r.read_long()
+        _access_hash = r.read_long()
+        return cls(user_id=_user_id, access_hash=_access_hash)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPeerUserFromMessage(TLObject):
+    """``inputPeerUserFromMessage#a87b0a1c peer:InputPeer msg_id:int user_id:long = InputPeer;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xa87b0a1c
+    TL_NAME: ClassVar[str] = "inputPeerUserFromMessage"
+
+    peer: TypeInputPeer
+    msg_id: int
+    user_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        out += INT.pack(self.msg_id)
+        out += LONG.pack(self.user_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPeerUserFromMessage:
+        _peer = r.read_boxed(_T_INPUTPEER)
+        _msg_id = r.read_int()
+        _user_id = r.read_long()
+        return cls(peer=_peer, msg_id=_msg_id, user_id=_user_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputUser(TLObject):
+    """``inputUser#f21158c6 user_id:long access_hash:long = InputUser;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf21158c6
+    TL_NAME: ClassVar[str] = "inputUser"
+
+    user_id: int
+    access_hash: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.user_id)
+        out += LONG.pack(self.access_hash)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputUser:
+        _user_id = r.read_long()
+        _access_hash = r.read_long()
+        return cls(user_id=_user_id, access_hash=_access_hash)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputUserEmpty(TLObject):
+    """``inputUserEmpty#b98886cf = InputUser;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xb98886cf
+    TL_NAME: ClassVar[str] = "inputUserEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputUserEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputUserFromMessage(TLObject):
+    """``inputUserFromMessage#1da448e2 peer:InputPeer msg_id:int user_id:long = InputUser;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x1da448e2
+    TL_NAME: ClassVar[str] = "inputUserFromMessage"
+
+    peer: TypeInputPeer
+    msg_id: int
+    user_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        out += INT.pack(self.msg_id)
+        out += LONG.pack(self.user_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputUserFromMessage:
+        _peer = r.read_boxed(_T_INPUTPEER)
+        _msg_id = r.read_int()
+        _user_id = r.read_long()
+        return cls(peer=_peer, msg_id=_msg_id, user_id=_user_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputUserSelf(TLObject):
+    """``inputUserSelf#f7c1b13f = InputUser;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf7c1b13f
+    TL_NAME: ClassVar[str] = "inputUserSelf"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputUserSelf:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class PeerNotifySettings(TLObject):
+    """
+    ``peerNotifySettings#99622c0c flags:# show_previews:flags.0?Bool silent:flags.1?Bool mute_until:flags.2?int
+    ios_sound:flags.3?NotificationSound android_sound:flags.4?NotificationSound
+    other_sound:flags.5?NotificationSound stories_muted:flags.6?Bool stories_hide_sender:flags.7?Bool
+    stories_ios_sound:flags.8?NotificationSound stories_android_sound:flags.9?NotificationSound
+    stories_other_sound:flags.10?NotificationSound = PeerNotifySettings;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x99622c0c
+    TL_NAME: ClassVar[str] = "peerNotifySettings"
+
+    show_previews: bool | None = None
+    silent: bool | None = None
+    mute_until: int | None = None
+    ios_sound: TLObject | None = None
+    android_sound: TLObject | None = None
+    other_sound: TLObject | None = None
+    stories_muted: bool | None = None
+    stories_hide_sender: bool | None = None
+    stories_ios_sound: TLObject | None = None
+    stories_android_sound: TLObject | None = None
+    stories_other_sound: TLObject | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (1 if self.show_previews is not None else 0)
+            | (2 if self.silent is not None else 0)
+            | (4 if self.mute_until is not None else 0)
+            | (8 if self.ios_sound is not None else 0)
+            | (16 if self.android_sound is not None else 0)
+            | (32 if self.other_sound is not None else 0)
+            | (64 if self.stories_muted is not None else 0)
+            | (128 if self.stories_hide_sender is not None else 0)
+            | (256 if self.stories_ios_sound is not None else 0)
+            | (512 if self.stories_android_sound is not None else 0)
+            | (1024 if self.stories_other_sound is not None else 0)
+        )
+        out += UINT.pack(flags)
+        if self.show_previews is not None:
+            write_bool(out, self.show_previews)
+        if self.silent is not None:
+            write_bool(out, self.silent)
+        if self.mute_until is not None:
+            out += INT.pack(self.mute_until)
+        if self.ios_sound is not None:
+            self.ios_sound._write(out)
+        if self.android_sound is not None:
+            self.android_sound._write(out)
+        if self.other_sound is not None:
+            self.other_sound._write(out)
+        if self.stories_muted is not None:
+            write_bool(out, self.stories_muted)
+        if self.stories_hide_sender is not None:
+            write_bool(out, self.stories_hide_sender)
+        if self.stories_ios_sound is not None:
+            self.stories_ios_sound._write(out)
+        if self.stories_android_sound is not None:
+            self.stories_android_sound._write(out)
+        if self.stories_other_sound is not None:
+            self.stories_other_sound._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PeerNotifySettings:
+        flags = r.read_uint()
+        _show_previews = r.read_bool() if flags & 1 else None
+        _silent = r.read_bool() if flags & 2 else None
+        _mute_until = r.read_int() if flags & 4 else None
+        _ios_sound = r.read_object() if flags & 8 else None
+        _android_sound = r.read_object() if flags & 16 else None
+        _other_sound = r.read_object() if flags & 32 else None
+        _stories_muted = r.read_bool() if flags & 64 else None
+        _stories_hide_sender = r.read_bool() if flags & 128 else None
+        _stories_ios_sound = r.read_object() if flags & 256 else None
+        _stories_android_sound = r.read_object() if flags & 512 else None
+        _stories_other_sound = r.read_object() if flags & 1024 else None
+        return cls(
+            show_previews=_show_previews,
+            silent=_silent,
+            mute_until=_mute_until,
+            ios_sound=_ios_sound,
+            android_sound=_android_sound,
+            other_sound=_other_sound,
+            stories_muted=_stories_muted,
+            stories_hide_sender=_stories_hide_sender,
+            stories_ios_sound=_stories_ios_sound,
+            stories_android_sound=_stories_android_sound,
+            stories_other_sound=_stories_other_sound,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class PeerSettings(TLObject):
+    """
+    ``peerSettings#f47741f7 flags:# report_spam:flags.0?true add_contact:flags.1?true block_contact:flags.2?true
+    share_contact:flags.3?true need_contacts_exception:flags.4?true report_geo:flags.5?true
+    autoarchived:flags.7?true invite_members:flags.8?true request_chat_broadcast:flags.10?true
+    business_bot_paused:flags.11?true business_bot_can_reply:flags.12?true geo_distance:flags.6?int
+    request_chat_title:flags.9?string request_chat_date:flags.9?int business_bot_id:flags.13?long
+    business_bot_manage_url:flags.13?string charge_paid_message_stars:flags.14?long
+    registration_month:flags.15?string phone_country:flags.16?string name_change_date:flags.17?int
+    photo_change_date:flags.18?int = PeerSettings;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf47741f7
+    TL_NAME: ClassVar[str] = "peerSettings"
+
+    report_spam: bool = False
+    add_contact: bool = False
+    block_contact: bool = False
+    share_contact: bool = False
+    need_contacts_exception: bool = False
+    report_geo: bool = False
+    autoarchived: bool = False
+    invite_members: bool = False
+    request_chat_broadcast: bool = False
+    business_bot_paused: bool = False
+    business_bot_can_reply: bool = False
+    geo_distance: int | None = None
+    request_chat_title: str | None = None
+    request_chat_date: int | None = None
+    business_bot_id: int | None = None
+    business_bot_manage_url: str | None = None
+    charge_paid_message_stars: int | None = None
+    registration_month: str | None = None
+    phone_country: str | None = None
+    name_change_date: int | None = None
+    photo_change_date: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (self.request_chat_title is None)
+            == (self.request_chat_date is None)
+        ):
+            raise LocalProtocolError(
+                "peerSettings: request_chat_title, request_chat_date share flags.9; set all or none"
+            )
+        if not (
+            (self.business_bot_id is None)
+            == (self.business_bot_manage_url is None)
+        ):
+            raise LocalProtocolError(
+                "peerSettings: business_bot_id, business_bot_manage_url share flags.13; set all or none"
+            )
+        flags = (
+            (1 if self.report_spam else 0)
+            | (2 if self.add_contact else 0)
+            | (4 if self.block_contact else 0)
+            | (8 if self.share_contact else 0)
+            | (16 if self.need_contacts_exception else 0)
+            | (32 if self.report_geo else 0)
+            | (128 if self.autoarchived else 0)
+            | (256 if self.invite_members else 0)
+            | (1024 if self.request_chat_broadcast else 0)
+            | (2048 if self.business_bot_paused else 0)
+            | (4096 if self.business_bot_can_reply else 0)
+            | (64 if self.geo_distance is not None else 0)
+            | (512 if self.request_chat_title is not None else 0)
+            | (512 if self.request_chat_date is not None else 0)
+            | (8192 if self.business_bot_id is not None else 0)
+            | (8192 if self.business_bot_manage_url is not None else 0)
+            | (16384 if self.charge_paid_message_stars is not None else 0)
+            | (32768 if self.registration_month is not None else 0)
+            | (65536 if self.phone_country is not None else 0)
+            | (131072 if self.name_change_date is not None else 0)
+            | (262144 if self.photo_change_date is not None else 0)
+        )
+        out += UINT.pack(flags)
+        if self.geo_distance is not None:
+            out += INT.pack(self.geo_distance)
+        if self.request_chat_title is not None:
+            write_string(out, self.request_chat_title)
+        if self.request_chat_date is not None:
+            out += INT.pack(self.request_chat_date)
+        if self.business_bot_id is not None:
+            out += LONG.pack(self.business_bot_id)
+        if self.business_bot_manage_url is not None:
+            write_string(out, self.business_bot_manage_url)
+        if self.charge_paid_message_stars is not None:
+            out += LONG.pack(self.charge_paid_message_stars)
+        if self.registration_month is not None:
+            write_string(out, self.registration_month)
+        if self.phone_country is not None:
+            write_string(out, self.phone_country)
+        if self.name_change_date is not None:
+            out += INT.pack(self.name_change_date)
+        if self.photo_change_date is not None:
+            out += INT.pack(self.photo_change_date)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PeerSettings:
+        flags = r.read_uint()
+        _report_spam = (flags & 1) != 0
+        _add_contact = (flags & 2) != 0
+        _block_contact = (flags & 4) != 0
+        _share_contact = (flags & 8) != 0
+        _need_contacts_exception = (flags & 16) != 0
+        _report_geo = (flags & 32) != 0
+        _autoarchived = (flags & 128) != 0
+        _invite_members = (flags & 256) != 0
+        _request_chat_broadcast = (flags & 1024) != 0
+        _business_bot_paused = (flags & 2048) != 0
+        _business_bot_can_reply = (flags & 4096) != 0
+        _geo_distance = r.read_int() if flags & 64 else None
+        _request_chat_title = r.read_string() if flags & 512 else None
+        _request_chat_date = r.read_int() if flags & 512 else None
+        _business_bot_id = r.read_long() if flags & 8192 else None
+        _business_bot_manage_url = r.read_string() if flags & 8192 else None
+        _charge_paid_message_stars = r.read_long() if flags & 16384 else None
+        _registration_month = r.read_string() if flags & 32768 else None
+        _phone_country = r.read_string() if flags & 65536 else None
+        _name_change_date = r.read_int() if flags & 131072 else None
+        _photo_change_date = r.read_int() if flags & 262144 else None
+        return cls(
+            report_spam=_report_spam,
+            add_contact=_add_contact,
+            block_contact=_block_contact,
+            share_contact=_share_contact,
+            need_contacts_exception=_need_contacts_exception,
+            report_geo=_report_geo,
+            autoarchived=_autoarchived,
+            invite_members=_invite_members,
+            request_chat_broadcast=_request_chat_broadcast,
+            business_bot_paused=_business_bot_paused,
+            business_bot_can_reply=_business_bot_can_reply,
+            geo_distance=_geo_distance,
+            request_chat_title=_request_chat_title,
+            request_chat_date=_request_chat_date,
+            business_bot_id=_business_bot_id,
+            business_bot_manage_url=_business_bot_manage_url,
+            charge_paid_message_stars=_charge_paid_message_stars,
+            registration_month=_registration_month,
+            phone_country=_phone_country,
+            name_change_date=_name_change_date,
+            photo_change_date=_photo_change_date,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class User(TLObject):
+    """
+    ``user#b1b8cc83 flags:# self:flags.10?true contact:flags.11?true mutual_contact:flags.12?true
+    deleted:flags.13?true bot:flags.14?true bot_chat_history:flags.15?true bot_nochats:flags.16?true
+    verified:flags.17?true restricted:flags.18?true min:flags.20?true bot_inline_geo:flags.21?true
+    support:flags.23?true scam:flags.24?true apply_min_photo:flags.25?true fake:flags.26?true
+    bot_attach_menu:flags.27?true premium:flags.28?true attach_menu_enabled:flags.29?true flags2:#
+    bot_can_edit:flags2.1?true close_friend:flags2.2?true stories_hidden:flags2.3?true
+    stories_unavailable:flags2.4?true contact_require_premium:flags2.10?true bot_business:flags2.11?true
+    bot_has_main_app:flags2.13?true bot_forum_view:flags2.16?true bot_forum_can_manage_topics:flags2.17?true
+    bot_can_manage_bots:flags2.18?true bot_guestchat:flags2.19?true bot_guard:flags2.20?true id:long
+    access_hash:flags.0?long first_name:flags.1?string last_name:flags.2?string username:flags.3?string
+    phone:flags.4?string photo:flags.5?UserProfilePhoto status:flags.6?UserStatus bot_info_version:flags.14?int
+    restriction_reason:flags.18?Vector<RestrictionReason> bot_inline_placeholder:flags.19?string
+    lang_code:flags.22?string emoji_status:flags.30?EmojiStatus usernames:flags2.0?Vector<Username>
+    stories_max_id:flags2.5?RecentStory color:flags2.8?PeerColor profile_color:flags2.9?PeerColor
+    bot_active_users:flags2.12?int bot_verification_icon:flags2.14?long send_paid_messages_stars:flags2.15?long
+    linked_community_id:flags2.21?long = User;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xb1b8cc83
+    TL_NAME: ClassVar[str] = "user"
+
+    id: int
+    self: bool = False
+    contact: bool = False
+    mutual_contact: bool = False
+    deleted: bool = False
+    bot: bool = False
+    bot_chat_history: bool = False
+    bot_nochats: bool = False
+    verified: bool = False
+    restricted: bool = False
+    min: bool = False
+    bot_inline_geo: bool = False
+    support: bool = False
+    scam: bool = False
+    apply_min_photo: bool = False
+    fake: bool = False
+    bot_attach_menu: bool = False
+    premium: bool = False
+    attach_menu_enabled: bool = False
+    bot_can_edit: bool = False
+    close_friend: bool = False
+    stories_hidden: bool = False
+    stories_unavailable: bool = False
+    contact_require_premium: bool = False
+    bot_business: bool = False
+    bot_has_main_app: bool = False
+    bot_forum_view: bool = False
+    bot_forum_can_manage_topics: bool = False
+    bot_can_manage_bots: bool = False
+    bot_guestchat: bool = False
+    bot_guard: bool = False
+    access_hash: int | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    username: str | None = None
+    phone: str | None = None
+    photo: TypeUserProfilePhoto | None = None
+    status: TypeUserStatus | None = None
+    bot_info_version: int | None = None
+    restriction_reason: list[TLObject] | None = None
+    bot_inline_placeholder: str | None = None
+    lang_code: str | None = None
+    emoji_status: TLObject | None = None
+    usernames: list[TLObject] | None = None
+    stories_max_id: TLObject | None = None
+    color: TLObject | None = None
+    profile_color: TLObject | None = None
+    bot_active_users: int | None = None
+    bot_verification_icon: int | None = None
+    send_paid_messages_stars: int | None = None
+    linked_community_id: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (not self.bot)
+            == (self.bot_info_version is None)
+        ):
+            raise LocalProtocolError(
+                "user: bot, bot_info_version share flags.14; set all or none"
+            )
+        if not (
+            (not self.restricted)
+            == (self.restriction_reason is None)
+        ):
+            raise LocalProtocolError(
+                "user: restricted, restriction_reason share flags.18; set all or none"
+            )
+        flags = (
+            (1024 if self.self else 0)
+            | (2048 if self.contact else 0)
+            | (4096 if self.mutual_contact else 0)
+            | (8192 if self.deleted else 0)
+            | (16384 if self.bot else 0)
+            | (32768 if self.bot_chat_history else 0)
+            | (65536 if self.bot_nochats else 0)
+            | (131072 if self.verified else 0)
+            | (262144 if self.restricted else 0)
+            | (1048576 if self.min else 0)
+            | (2097152 if self.bot_inline_geo else 0)
+            | (8388608 if self.support else 0)
+            | (16777216 if self.scam else 0)
+            | (33554432 if self.apply_min_photo else 0)
+            | (67108864 if self.fake else 0)
+            | (134217728 if self.bot_attach_menu else 0)
+            | (268435456 if self.premium else 0)
+            | (536870912 if self.attach_menu_enabled else 0)
+            | (1 if self.access_hash is not None else 0)
+            | (2 if self.first_name is not None else 0)
+            | (4 if self.last_name is not None else 0)
+            | (8 if self.username is not None else 0)
+            | (16 if self.phone is not None else 0)
+            | (32 if self.photo is not None else 0)
+            | (64 if self.status is not None else 0)
+            | (16384 if self.bot_info_version is not None else 0)
+            | (262144 if self.restriction_reason is not None else 0)
+            | (524288 if self.bot_inline_placeholder is not None else 0)
+            | (4194304 if self.lang_code is not None else 0)
+            | (1073741824 if self.emoji_status is not None else 0)
+        )
+        out += UINT.pack(flags)
+        flags2 = (
+            (2 if self.bot_can_edit else 0)
+            | (4 if self.close_friend else 0)
+            | (8 if self.stories_hidden else 0)
+            | (16 if self.stories_unavailable else 0)
+            | (1024 if self.contact_require_premium else 0)
+            | (2048 if self.bot_business else 0)
+            | (8192 if self.bot_has_main_app else 0)
+            | (65536 if self.bot_forum_view else 0)
+            | (131072 if self.bot_forum_can_manage_topics else 0)
+            | (262144 if self.bot_can_manage_bots else 0)
+            | (524288 if self.bot_guestchat else 0)
+            | (1048576 if self.bot_guard else 0)
+            | (1 if self.usernames is not None else 0)
+            | (32 if self.stories_max_id is not None else 0)
+            | (256 if self.color is not None else 0)
+            | (512 if self.profile_color is not None else 0)
+            | (4096 if self.bot_active_users is not None else 0)
+            | (16384 if self.bot_verification_icon is not None else 0)
+            | (32768 if self.send_paid_messages_stars is not None else 0)
+            | (2097152 if self.linked_community_id is not None else 0)
+        )
+        out += UINT.pack(flags2)
+        out += LONG.pack(self.id)
+        if self.access_hash is not None:
+            out += LONG.pack(self.access_hash)
+        if self.first_name is not None:
+            write_string(out, self.first_name)
+        if self.last_name is not None:
+            write_string(out, self.last_name)
+        if self.username is not None:
+            write_string(out, self.username)
+        if self.phone is not None:
+            write_string(out, self.phone)
+        if self.photo is not None:
+            self.photo._write(out)
+        if self.status is not None:
+            self.status._write(out)
+        if self.bot_info_version is not None:
+            out += INT.pack(self.bot_info_version)
+        if self.restriction_reason is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.restriction_reason))
+            for restriction_reason_item in self.restriction_reason:
+                restriction_reason_item._write(out)
+        if self.bot_inline_placeholder is not None:
+            write_string(out, self.bot_inline_placeholder)
+        if self.lang_code is not None:
+            write_string(out, self.lang_code)
+        if self.emoji_status is not None:
+            self.emoji_status._write(out)
+        if self.usernames is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.usernames))
+            for usernames_item in self.usernames:
+                usernames_item._write(out)
+        if self.stories_max_id is not None:
+            self.stories_max_id._write(out)
+        if self.color is not None:
+            self.color._write(out)
+        if self.profile_color is not None:
+            self.profile_color._write(out)
+        if self.bot_active_users is not None:
+            out += INT.pack(self.bot_active_users)
+        if self.bot_verification_icon is not None:
+            out += LONG.pack(self.bot_verification_icon)
+        if self.send_paid_messages_stars is not None:
+            out += LONG.pack(self.send_paid_messages_stars)
+        if self.linked_community_id is not None:
+            out += LONG.pack(self.linked_community_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> User:
+        flags = r.read_uint()
+        _self = (flags & 1024) != 0
+        _contact = (flags & 2048) != 0
+        _mutual_contact = (flags & 4096) != 0
+        _deleted = (flags & 8192) != 0
+        _bot = (flags & 16384) != 0
+        _bot_chat_history = (flags & 32768) != 0
+        _bot_nochats = (flags & 65536) != 0
+        _verified = (flags & 131072) != 0
+        _restricted = (flags & 262144) != 0
+        _min = (flags & 1048576) != 0
+        _bot_inline_geo = (flags & 2097152) != 0
+        _support = (flags & 8388608) != 0
+        _scam = (flags & 16777216) != 0
+        _apply_min_photo = (flags & 33554432) != 0
+        _fake = (flags & 67108864) != 0
+        _bot_attach_menu = (flags & 134217728) != 0
+        _premium = (flags & 268435456) != 0
+        _attach_menu_enabled = (flags & 536870912) != 0
+        flags2 = r.read_uint()
+        _bot_can_edit = (flags2 & 2) != 0
+        _close_friend = (flags2 & 4) != 0
+        _stories_hidden = (flags2 & 8) != 0
+        _stories_unavailable = (flags2 & 16) != 0
+        _contact_require_premium = (flags2 & 1024) != 0
+        _bot_business = (flags2 & 2048) != 0
+        _bot_has_main_app = (flags2 & 8192) != 0
+        _bot_forum_view = (flags2 & 65536) != 0
+        _bot_forum_can_manage_topics = (flags2 & 131072) != 0
+        _bot_can_manage_bots = (flags2 & 262144) != 0
+        _bot_guestchat = (flags2 & 524288) != 0
+        _bot_guard = (flags2 & 1048576) != 0
+        _id = r.read_long()
+        _access_hash = r.read_long() if flags & 1 else None
+        _first_name = r.read_string() if flags & 2 else None
+        _last_name = r.read_string() if flags & 4 else None
+        _username = r.read_string() if flags & 8 else None
+        _phone = r.read_string() if flags & 16 else None
+        _photo = r.read_boxed(_T_USERPROFILEPHOTO) if flags & 32 else None
+        _status = r.read_boxed(_T_USERSTATUS) if flags & 64 else None
+        _bot_info_version = r.read_int() if flags & 16384 else None
+        _restriction_reason = r.read_vector(lambda: r.read_object()) if flags & 262144 else None
+        _bot_inline_placeholder = r.read_string() if flags & 524288 else None
+        _lang_code = r.read_string() if flags & 4194304 else None
+        _emoji_status = r.read_object() if flags & 1073741824 else None
+        _usernames = r.read_vector(lambda: r.read_object()) if flags2 & 1 else None
+        _stories_max_id = r.read_object() if flags2 & 32 else None
+        _color = r.read_object() if flags2 & 256 else None
+        _profile_color = r.read_object() if flags2 & 512 else None
+        _bot_active_users = r.read_int() if flags2 & 4096 else None
+        _bot_verification_icon = r.read_long() if flags2 & 16384 else None
+        _send_paid_messages_stars = r.read_long() if flags2 & 32768 else None
+        _linked_community_id = r.read_long() if flags2 & 2097152 else None
+        return cls(
+            self=_self,
+            contact=_contact,
+            mutual_contact=_mutual_contact,
+            deleted=_deleted,
+            bot=_bot,
+            bot_chat_history=_bot_chat_history,
+            bot_nochats=_bot_nochats,
+            verified=_verified,
+            restricted=_restricted,
+            min=_min,
+            bot_inline_geo=_bot_inline_geo,
+            support=_support,
+            scam=_scam,
+            apply_min_photo=_apply_min_photo,
+            fake=_fake,
+            bot_attach_menu=_bot_attach_menu,
+            premium=_premium,
+            attach_menu_enabled=_attach_menu_enabled,
+            bot_can_edit=_bot_can_edit,
+            close_friend=_close_friend,
+            stories_hidden=_stories_hidden,
+            stories_unavailable=_stories_unavailable,
+            contact_require_premium=_contact_require_premium,
+            bot_business=_bot_business,
+            bot_has_main_app=_bot_has_main_app,
+            bot_forum_view=_bot_forum_view,
+            bot_forum_can_manage_topics=_bot_forum_can_manage_topics,
+            bot_can_manage_bots=_bot_can_manage_bots,
+            bot_guestchat=_bot_guestchat,
+            bot_guard=_bot_guard,
+            id=_id,
+            access_hash=_access_hash,
+            first_name=_first_name,
+            last_name=_last_name,
+            username=_username,
+            phone=_phone,
+            photo=_photo,
+            status=_status,
+            bot_info_version=_bot_info_version,
+            restriction_reason=_restriction_reason,
+            bot_inline_placeholder=_bot_inline_placeholder,
+            lang_code=_lang_code,
+            emoji_status=_emoji_status,
+            usernames=_usernames,
+            stories_max_id=_stories_max_id,
+            color=_color,
+            profile_color=_profile_color,
+            bot_active_users=_bot_active_users,
+            bot_verification_icon=_bot_verification_icon,
+            send_paid_messages_stars=_send_paid_messages_stars,
+            linked_community_id=_linked_community_id,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class UserEmpty(TLObject):
+    """``userEmpty#d3bc4b7a id:long = User;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xd3bc4b7a
+    TL_NAME: ClassVar[str] = "userEmpty"
+
+    id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UserEmpty:
+        _id = r.read_long()
+        return cls(id=_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class UserFull(TLObject):
+    """
+    ``userFull#6cbe645 flags:# blocked:flags.0?true phone_calls_available:flags.4?true
+    phone_calls_private:flags.5?true can_pin_message:flags.7?true has_scheduled:flags.12?true
+    video_calls_available:flags.13?true voice_messages_forbidden:flags.20?true translations_disabled:flags.23?true
+    stories_pinned_available:flags.26?true blocked_my_stories_from:flags.27?true wallpaper_overridden:flags.28?true
+    contact_require_premium:flags.29?true read_dates_private:flags.30?true flags2:# sponsored_enabled:flags2.7?true
+    can_view_revenue:flags2.9?true bot_can_manage_emoji_status:flags2.10?true display_gifts_button:flags2.16?true
+    noforwards_my_enabled:flags2.23?true noforwards_peer_enabled:flags2.24?true
+    unofficial_security_risk:flags2.26?true id:long about:flags.1?string settings:PeerSettings
+    personal_photo:flags.21?Photo profile_photo:flags.2?Photo fallback_photo:flags.22?Photo
+    notify_settings:PeerNotifySettings bot_info:flags.3?BotInfo pinned_msg_id:flags.6?int common_chats_count:int
+    folder_id:flags.11?int ttl_period:flags.14?int theme:flags.15?ChatTheme private_forward_name:flags.16?string
+    bot_group_admin_rights:flags.17?ChatAdminRights bot_broadcast_admin_rights:flags.18?ChatAdminRights
+    wallpaper:flags.24?WallPaper stories:flags.25?PeerStories business_work_hours:flags2.0?BusinessWorkHours
+    business_location:flags2.1?BusinessLocation business_greeting_message:flags2.2?BusinessGreetingMessage
+    business_away_message:flags2.3?BusinessAwayMessage business_intro:flags2.4?BusinessIntro
+    birthday:flags2.5?Birthday personal_channel_id:flags2.6?long personal_channel_message:flags2.6?int
+    stargifts_count:flags2.8?int starref_program:flags2.11?StarRefProgram bot_verification:flags2.12?BotVerification
+    send_paid_messages_stars:flags2.14?long disallowed_gifts:flags2.15?DisallowedGiftsSettings
+    stars_rating:flags2.17?StarsRating stars_my_pending_rating:flags2.18?StarsRating
+    stars_my_pending_rating_date:flags2.18?int main_tab:flags2.20?ProfileTab saved_music:flags2.21?Document
+    note:flags2.22?TextWithEntities bot_manager_id:flags2.25?long = UserFull;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x06cbe645
+    TL_NAME: ClassVar[str] = "userFull"
+
+    id: int
+    settings: TypePeerSettings
+    notify_settings: TypePeerNotifySettings
+    common_chats_count: int
+    blocked: bool = False
+    phone_calls_available: bool = False
+    phone_calls_private: bool = False
+    can_pin_message: bool = False
+    has_scheduled: bool = False
+    video_calls_available: bool = False
+    voice_messages_forbidden: bool = False
+    translations_disabled: bool = False
+    stories_pinned_available: bool = False
+    blocked_my_stories_from: bool = False
+    wallpaper_overridden: bool = False
+    contact_require_premium: bool = False
+    read_dates_private: bool = False
+    sponsored_enabled: bool = False
+    can_view_revenue: bool = False
+    bot_can_manage_emoji_status: bool = False
+    display_gifts_button: bool = False
+    noforwards_my_enabled: bool = False
+    noforwards_peer_enabled: bool = False
+    unofficial_security_risk: bool = False
+    about: str | None = None
+    personal_photo: TLObject | None = None
+    profile_photo: TLObject | None = None
+    fallback_photo: TLObject | None = None
+    bot_info: TLObject | None = None
+    pinned_msg_id: int | None = None
+    folder_id: int | None = None
+    ttl_period: int | None = None
+    theme: TLObject | None = None
+    private_forward_name: str | None = None
+    bot_group_admin_rights: TLObject | None = None
+    bot_broadcast_admin_rights: TLObject | None = None
+    wallpaper: TLObject | None = None
+    stories: TLObject | None = None
+    business_work_hours: TLObject | None = None
+    business_location: TLObject | None = None
+    business_greeting_message: TLObject | None = None
+    business_away_message: TLObject | None = None
+    business_intro: TLObject | None = None
+    birthday: TLObject | None = None
+    personal_channel_id: int | None = None
+    personal_channel_message: int | None = None
+    stargifts_count: int | None = None
+    starref_program: TLObject | None = None
+    bot_verification: TLObject | None = None
+    send_paid_messages_stars: int | None = None
+    disallowed_gifts: TLObject | None = None
+    stars_rating: TLObject | None = None
+    stars_my_pending_rating: TLObject | None = None
+    stars_my_pending_rating_date: int | None = None
+    main_tab: TLObject | None = None
+    saved_music: TLObject | None = None
+    note: TLObject | None = None
+    bot_manager_id: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (self.personal_channel_id is None)
+            == (self.personal_channel_message is None)
+        ):
+            raise LocalProtocolError(
+                "userFull: personal_channel_id, personal_channel_message share flags2.6; set all or none"
+            )
+        if not (
+            (self.stars_my_pending_rating is None)
+            == (self.stars_my_pending_rating_date is None)
+        ):
+            raise LocalProtocolError(
+                "userFull: stars_my_pending_rating, stars_my_pending_rating_date share flags2.18; set all or none"
+            )
+        flags = (
+            (1 if self.blocked else 0)
+            | (16 if self.phone_calls_available else 0)
+            | (32 if self.phone_calls_private else 0)
+            | (128 if self.can_pin_message else 0)
+            | (4096 if self.has_scheduled else 0)
+            | (8192 if self.video_calls_available else 0)
+            | (1048576 if self.voice_messages_forbidden else 0)
+            | (8388608 if self.translations_disabled else 0)
+            | (67108864 if self.stories_pinned_available else 0)
+            | (134217728 if self.blocked_my_stories_from else 0)
+            | (268435456 if self.wallpaper_overridden else 0)
+            | (536870912 if self.contact_require_premium else 0)
+            | (1073741824 if self.read_dates_private else 0)
+            | (2 if self.about is not None else 0)
+            | (2097152 if self.personal_photo is not None else 0)
+            | (4 if self.profile_photo is not None else 0)
+            | (4194304 if self.fallback_photo is not None else 0)
+            | (8 if self.bot_info is not None else 0)
+            | (64 if self.pinned_msg_id is not None else 0)
+            | (2048 if self.folder_id is not None else 0)
+            | (16384 if self.ttl_period is not None else 0)
+            | (32768 if self.theme is not None else 0)
+            | (65536 if self.private_forward_name is not None else 0)
+            | (131072 if self.bot_group_admin_rights is not None else 0)
+            | (262144 if self.bot_broadcast_admin_rights is not None else 0)
+            | (16777216 if self.wallpaper is not None else 0)
+            | (33554432 if self.stories is not None else 0)
+        )
+        out += UINT.pack(flags)
+        flags2 = (
+            (128 if self.sponsored_enabled else 0)
+            | (512 if self.can_view_revenue else 0)
+            | (1024 if self.bot_can_manage_emoji_status else 0)
+            | (65536 if self.display_gifts_button else 0)
+            | (8388608 if self.noforwards_my_enabled else 0)
+            | (16777216 if self.noforwards_peer_enabled else 0)
+            | (67108864 if self.unofficial_security_risk else 0)
+            | (1 if self.business_work_hours is not None else 0)
+            | (2 if self.business_location is not None else 0)
+            | (4 if self.business_greeting_message is not None else 0)
+            | (8 if self.business_away_message is not None else 0)
+            | (16 if self.business_intro is not None else 0)
+            | (32 if self.birthday is not None else 0)
+            | (64 if self.personal_channel_id is not None else 0)
+            | (64 if self.personal_channel_message is not None else 0)
+            | (256 if self.stargifts_count is not None else 0)
+            | (2048 if self.starref_program is not None else 0)
+            | (4096 if self.bot_verification is not None else 0)
+            | (16384 if self.send_paid_messages_stars is not None else 0)
+            | (32768 if self.disallowed_gifts is not None else 0)
+            | (131072 if self.stars_rating is not None else 0)
+            | (262144 if self.stars_my_pending_rating is not None else 0)
+            | (262144 if self.stars_my_pending_rating_date is not None else 0)
+            | (1048576 if self.main_tab is not None else 0)
+            | (2097152 if self.saved_music is not None else 0)
+            | (4194304 if self.note is not None else 0)
+            | (33554432 if self.bot_manager_id is not None else 0)
+        )
+        out += UINT.pack(flags2)
+        out += LONG.pack(self.id)
+        if self.about is not None:
+            write_string(out, self.about)
+        self.settings._write(out)
+        if self.personal_photo is not None:
+            self.personal_photo._write(out)
+        if self.profile_photo is not None:
+            self.profile_photo._write(out)
+        if self.fallback_photo is not None:
+            self.fallback_photo._write(out)
+        self.notify_settings._write(out)
+        if self.bot_info is not None:
+            self.bot_info._write(out)
+        if self.pinned_msg_id is not None:
+            out += INT.pack(self.pinned_msg_id)
+        out += INT.pack(self.common_chats_count)
+        if self.folder_id is not None:
+            out += INT.pack(self.folder_id)
+        if self.ttl_period is not None:
+            out += INT.pack(self.ttl_period)
+        if self.theme is not None:
+            self.theme._write(out)
+        if self.private_forward_name is not None:
+            write_string(out, self.private_forward_name)
+        if self.bot_group_admin_rights is not None:
+            self.bot_group_admin_rights._write(out)
+        if self.bot_broadcast_admin_rights is not None:
+            self.bot_broadcast_admin_rights._write(out)
+        if self.wallpaper is not None:
+            self.wallpaper._write(out)
+        if self.stories is not None:
+            self.stories._write(out)
+        if self.business_work_hours is not None:
+            self.business_work_hours._write(out)
+        if self.business_location is not None:
+            self.business_location._write(out)
+        if self.business_greeting_message is not None:
+            self.business_greeting_message._write(out)
+        if self.business_away_message is not None:
+            self.business_away_message._write(out)
+        if self.business_intro is not None:
+            self.business_intro._write(out)
+        if self.birthday is not None:
+            self.birthday._write(out)
+        if self.personal_channel_id is not None:
+            out += LONG.pack(self.personal_channel_id)
+        if self.personal_channel_message is not None:
+            out += INT.pack(self.personal_channel_message)
+        if self.stargifts_count is not None:
+            out += INT.pack(self.stargifts_count)
+        if self.starref_program is not None:
+            self.starref_program._write(out)
+        if self.bot_verification is not None:
+            self.bot_verification._write(out)
+        if self.send_paid_messages_stars is not None:
+            out += LONG.pack(self.send_paid_messages_stars)
+        if self.disallowed_gifts is not None:
+            self.disallowed_gifts._write(out)
+        if self.stars_rating is not None:
+            self.stars_rating._write(out)
+        if self.stars_my_pending_rating is not None:
+            self.stars_my_pending_rating._write(out)
+        if self.stars_my_pending_rating_date is not None:
+            out += INT.pack(self.stars_my_pending_rating_date)
+        if self.main_tab is not None:
+            self.main_tab._write(out)
+        if self.saved_music is not None:
+            self.saved_music._write(out)
+        if self.note is not None:
+            self.note._write(out)
+        if self.bot_manager_id is not None:
+            out += LONG.pack(self.bot_manager_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UserFull:
+        flags = r.read_uint()
+        _blocked = (flags & 1) != 0
+        _phone_calls_available = (flags & 16) != 0
+        _phone_calls_private = (flags & 32) != 0
+        _can_pin_message = (flags & 128) != 0
+        _has_scheduled = (flags & 4096) != 0
+        _video_calls_available = (flags & 8192) != 0
+        _voice_messages_forbidden = (flags & 1048576) != 0
+        _translations_disabled = (flags & 8388608) != 0
+        _stories_pinned_available = (flags & 67108864) != 0
+        _blocked_my_stories_from = (flags & 134217728) != 0
+        _wallpaper_overridden = (flags & 268435456) != 0
+        _contact_require_premium = (flags & 536870912) != 0
+        _read_dates_private = (flags & 1073741824) != 0
+        flags2 = r.read_uint()
+        _sponsored_enabled = (flags2 & 128) != 0
+        _can_view_revenue = (flags2 & 512) != 0
+        _bot_can_manage_emoji_status = (flags2 & 1024) != 0
+        _display_gifts_button = (flags2 & 65536) != 0
+        _noforwards_my_enabled = (flags2 & 8388608) != 0
+        _noforwards_peer_enabled = (flags2 & 16777216) != 0
+        _unofficial_security_risk = (flags2 & 67108864) != 0
+        _id = r.read_long()
+        _about = r.read_string() if flags & 2 else None
+        _settings = r.read_boxed(_T_PEERSETTINGS)
+        _personal_photo = r.read_object() if flags & 2097152 else None
+        _profile_photo = r.read_object() if flags & 4 else None
+        _fallback_photo = r.read_object() if flags & 4194304 else None
+        _notify_settings = r.read_boxed(_T_PEERNOTIFYSETTINGS)
+        _bot_info = r.read_object() if flags & 8 else None
+        _pinned_msg_id = r.read_int() if flags & 64 else None
+        _common_chats_count = r.read_int()
+        _folder_id = r.read_int() if flags & 2048 else None
+        _ttl_period = r.read_int() if flags & 16384 else None
+        _theme = r.read_object() if flags & 32768 else None
+        _private_forward_name = r.read_string() if flags & 65536 else None
+        _bot_group_admin_rights = r.read_object() if flags & 131072 else None
+        _bot_broadcast_admin_rights = r.read_object() if flags & 262144 else None
+        _wallpaper = r.read_object() if flags & 16777216 else None
+        _stories = r.read_object() if flags & 33554432 else None
+        _business_work_hours = r.read_object() if flags2 & 1 else None
+        _business_location = r.read_object() if flags2 & 2 else None
+        _business_greeting_message = r.read_object() if flags2 & 4 else None
+        _business_away_message = r.read_object() if flags2 & 8 else None
+        _business_intro = r.read_object() if flags2 & 16 else None
+        _birthday = r.read_object() if flags2 & 32 else None
+        _personal_channel_id = r.read_long() if flags2 & 64 else None
+        _personal_channel_message = r.read_int() if flags2 & 64 else None
+        _stargifts_count = r.read_int() if flags2 & 256 else None
+        _starref_program = r.read_object() if flags2 & 2048 else None
+        _bot_verification = r.read_object() if flags2 & 4096 else None
+        _send_paid_messages_stars = r.read_long() if flags2 & 16384 else None
+        _disallowed_gifts = r.read_object() if flags2 & 32768 else None
+        _stars_rating = r.read_object() if flags2 & 131072 else None
+        _stars_my_pending_rating = r.read_object() if flags2 & 262144 else None
+        _stars_my_pending_rating_date = r.read_int() if flags2 & 262144 else None
+        _main_tab = r.read_object() if flags2 & 1048576 else None
+        _saved_music = r.read_object() if flags2 & 2097152 else None
+        _note = r.read_object() if flags2 & 4194304 else None
+        _bot_manager_id = r.read_long() if flags2 & 33554432 else None
+        return cls(
+            blocked=_blocked,
+            phone_calls_available=_phone_calls_available,
+            phone_calls_private=_phone_calls_private,
+            can_pin_message=_can_pin_message,
+            has_scheduled=_has_scheduled,
+            video_calls_available=_video_calls_available,
+            voice_messages_forbidden=_voice_messages_forbidden,
+            translations_disabled=_translations_disabled,
+            stories_pinned_available=_stories_pinned_available,
+            blocked_my_stories_from=_blocked_my_stories_from,
+            wallpaper_overridden=_wallpaper_overridden,
+            contact_require_premium=_contact_require_premium,
+            read_dates_private=_read_dates_private,
+            sponsored_enabled=_sponsored_enabled,
+            can_view_revenue=_can_view_revenue,
+            bot_can_manage_emoji_status=_bot_can_manage_emoji_status,
+            display_gifts_button=_display_gifts_button,
+            noforwards_my_enabled=_noforwards_my_enabled,
+            noforwards_peer_enabled=_noforwards_peer_enabled,
+            unofficial_security_risk=_unofficial_security_risk,
+            id=_id,
+            about=_about,
+            settings=_settings,
+            personal_photo=_personal_photo,
+            profile_photo=_profile_photo,
+            fallback_photo=_fallback_photo,
+            notify_settings=_notify_settings,
+            bot_info=_bot_info,
+            pinned_msg_id=_pinned_msg_id,
+            common_chats_count=_common_chats_count,
+            folder_id=_folder_id,
+            ttl_period=_ttl_period,
+            theme=_theme,
+            private_forward_name=_private_forward_name,
+            bot_group_admin_rights=_bot_group_admin_rights,
+            bot_broadcast_admin_rights=_bot_broadcast_admin_rights,
+            wallpaper=_wallpaper,
+            stories=_stories,
+            business_work_hours=_business_work_hours,
+            business_location=_business_location,
+            business_greeting_message=_business_greeting_message,
+            business_away_message=_business_away_message,
+            business_intro=_business_intro,
+            birthday=_birthday,
+            personal_channel_id=_personal_channel_id,
+            personal_channel_message=_personal_channel_message,
+            stargifts_count=_stargifts_count,
+            starref_program=_starref_program,
+            bot_verification=_bot_verification,
+            send_paid_messages_stars=_send_paid_messages_stars,
+            disallowed_gifts=_disallowed_gifts,
+            stars_rating=_stars_rating,
+            stars_my_pending_rating=_stars_my_pending_rating,
+            stars_my_pending_rating_date=_stars_my_pending_rating_date,
+            main_tab=_main_tab,
+            saved_music=_saved_music,
+            note=_note,
+            bot_manager_id=_bot_manager_id,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class UserProfilePhoto(TLObject):
+    """
+    ``userProfilePhoto#82d1f706 flags:# has_video:flags.0?true personal:flags.2?true photo_id:long
+    stripped_thumb:flags.1?bytes dc_id:int = UserProfilePhoto;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x82d1f706
+    TL_NAME: ClassVar[str] = "userProfilePhoto"
+
+    photo_id: int
+    dc_id: int
+    has_video: bool = False
+    personal: bool = False
+    stripped_thumb: bytes | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (1 if self.has_video else 0)
+            | (4 if self.personal else 0)
+            | (2 if self.stripped_thumb is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += LONG.pack(self.photo_id)
+        if self.stripped_thumb is not None:
+            write_bytes(out, self.stripped_thumb)
+        out += INT.pack(self.dc_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UserProfilePhoto:
+        flags = r.read_uint()
+        _has_video = (flags & 1) != 0
+        _personal = (flags & 4) != 0
+        _photo_id = r.read_long()
+        _stripped_thumb = r.read_bytes() if flags & 2 else None
+        _dc_id = r.read_int()
+        return cls(
+            has_video=_has_video,
+            personal=_personal,
+            photo_id=_photo_id,
+            stripped_thumb=_stripped_thumb,
+            dc_id=_dc_id,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class UserProfilePhotoEmpty(TLObject):
+    """``userProfilePhotoEmpty#4f11bae1 = UserProfilePhoto;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x4f11bae1
+    TL_NAME: ClassVar[str] = "userProfilePhotoEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UserProfilePhotoEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class UserStatusEmpty(TLObject):
+    """``userStatusEmpty#9d05049 = UserStatus;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x09d05049
+    TL_NAME: ClassVar[str] = "userStatusEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UserStatusEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class UserStatusLastMonth(TLObject):
+    """``userStatusLastMonth#65899777 flags:# by_me:flags.0?true = UserStatus;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x65899777
+    TL_NAME: ClassVar[str] = "userStatusLastMonth"
+
+    by_me: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.by_me else 0)
+        out += UINT.pack(flags)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UserStatusLastMonth:
+        flags = r.read_uint()
+        _by_me = (flags & 1) != 0
+        return cls(by_me=_by_me)
+
+
+@dataclass(slots=True, kw_only=True)
+class UserStatusLastWeek(TLObject):
+    """``userStatusLastWeek#541a1d1a flags:# by_me:flags.0?true = UserStatus;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x541a1d1a
+    TL_NAME: ClassVar[str] = "userStatusLastWeek"
+
+    by_me: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.by_me else 0)
+        out += UINT.pack(flags)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UserStatusLastWeek:
+        flags = r.read_uint()
+        _by_me = (flags & 1) != 0
+        return cls(by_me=_by_me)
+
+
+@dataclass(slots=True, kw_only=True)
+class UserStatusOffline(TLObject):
+    """``userStatusOffline#8c703f was_online:int = UserStatus;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x008c703f
+    TL_NAME: ClassVar[str] = "userStatusOffline"
+
+    was_online: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.was_online)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UserStatusOffline:
+        _was_online = r.read_int()
+        return cls(was_online=_was_online)
+
+
+@dataclass(slots=True, kw_only=True)
+class UserStatusOnline(TLObject):
+    """``userStatusOnline#edb93949 expires:int = UserStatus;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xedb93949
+    TL_NAME: ClassVar[str] = "userStatusOnline"
+
+    expires: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.expires)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UserStatusOnline:
+        _expires = r.read_int()
+        return cls(expires=_expires)
+
+
+@dataclass(slots=True, kw_only=True)
+class UserStatusRecently(TLObject):
+    """``userStatusRecently#7b197dc8 flags:# by_me:flags.0?true = UserStatus;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x7b197dc8
+    TL_NAME: ClassVar[str] = "userStatusRecently"
+
+    by_me: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.by_me else 0)
+        out += UINT.pack(flags)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UserStatusRecently:
+        flags = r.read_uint()
+        _by_me = (flags & 1) != 0
+        return cls(by_me=_by_me)
+
+
+TypeAuthorization: TypeAlias = Authorization
+TypeChat: TypeAlias = Channel | ChannelForbidden | Chat | ChatEmpty | ChatForbidden
+TypeChatPhoto: TypeAlias = ChatPhoto | ChatPhotoEmpty
+TypeCodeSettings: TypeAlias = CodeSettings
 TypeConfig: TypeAlias = Config
 TypeDcOption: TypeAlias = DcOption
 TypeError_: TypeAlias = Error
 TypeInputClientProxy: TypeAlias = InputClientProxy
+TypeInputPeer: TypeAlias = (
+    InputPeerChannel
+    | InputPeerChannelFromMessage
+    | InputPeerChat
+    | InputPeerEmpty
+    | InputPeerSelf
+    | InputPeerUser
+    | InputPeerUserFromMessage
+)
+TypeInputUser: TypeAlias = InputUser | InputUserEmpty | InputUserFromMessage | InputUserSelf
 TypeJSONObjectValue: TypeAlias = JsonObjectValue
 TypeJSONValue: TypeAlias = JsonNull | JsonBool | JsonNumber | JsonString | JsonArray | JsonObject
 TypeNull: TypeAlias = Null
+TypePeerNotifySettings: TypeAlias = PeerNotifySettings
+TypePeerSettings: TypeAlias = PeerSettings
 TypeReaction: TypeAlias = ReactionEmpty | ReactionEmoji | ReactionCustomEmoji | ReactionPaid
+TypeUser: TypeAlias = User | UserEmpty
+TypeUserFull: TypeAlias = UserFull
+TypeUserProfilePhoto: TypeAlias = UserProfilePhoto | UserProfilePhotoEmpty
+TypeUserStatus: TypeAlias = (
+    UserStatusEmpty
+    | UserStatusLastMonth
+    | UserStatusLastWeek
+    | UserStatusOffline
+    | UserStatusOnline
+    | UserStatusRecently
+)
 
 register(
     Error,
@@ -637,13 +2683,66 @@ register(
     ReactionEmoji,
     ReactionCustomEmoji,
     ReactionPaid,
+    Authorization,
+    Channel,
+    ChannelForbidden,
+    Chat,
+    ChatEmpty,
+    ChatForbidden,
+    ChatPhoto,
+    ChatPhotoEmpty,
+    CodeSettings,
+    InputPeerChannel,
+    InputPeerChannelFromMessage,
+    InputPeerChat,
+    InputPeerEmpty,
+    InputPeerSelf,
+    InputPeerUser,
+    InputPeerUserFromMessage,
+    InputUser,
+    InputUserEmpty,
+    InputUserFromMessage,
+    InputUserSelf,
+    PeerNotifySettings,
+    PeerSettings,
+    User,
+    UserEmpty,
+    UserFull,
+    UserProfilePhoto,
+    UserProfilePhotoEmpty,
+    UserStatusEmpty,
+    UserStatusLastMonth,
+    UserStatusLastWeek,
+    UserStatusOffline,
+    UserStatusOnline,
+    UserStatusRecently,
 )
 
 __all__ = [
+    "Authorization",
+    "Channel",
+    "ChannelForbidden",
+    "Chat",
+    "ChatEmpty",
+    "ChatForbidden",
+    "ChatPhoto",
+    "ChatPhotoEmpty",
+    "CodeSettings",
     "Config",
     "DcOption",
     "Error",
     "InputClientProxy",
+    "InputPeerChannel",
+    "InputPeerChannelFromMessage",
+    "InputPeerChat",
+    "InputPeerEmpty",
+    "InputPeerSelf",
+    "InputPeerUser",
+    "InputPeerUserFromMessage",
+    "InputUser",
+    "InputUserEmpty",
+    "InputUserFromMessage",
+    "InputUserSelf",
     "JsonArray",
     "JsonBool",
     "JsonNull",
@@ -652,17 +2751,45 @@ __all__ = [
     "JsonObjectValue",
     "JsonString",
     "Null",
+    "PeerNotifySettings",
+    "PeerSettings",
     "ReactionCustomEmoji",
     "ReactionEmoji",
     "ReactionEmpty",
     "ReactionPaid",
+    "TypeAuthorization",
+    "TypeChat",
+    "TypeChatPhoto",
+    "TypeCodeSettings",
     "TypeConfig",
     "TypeDcOption",
     "TypeError_",
     "TypeInputClientProxy",
+    "TypeInputPeer",
+    "TypeInputUser",
     "TypeJSONObjectValue",
     "TypeJSONValue",
     "TypeNull",
+    "TypePeerNotifySettings",
+    "TypePeerSettings",
     "TypeReaction",
+    "TypeUser",
+    "TypeUserFull",
+    "TypeUserProfilePhoto",
+    "TypeUserStatus",
+    "User",
+    "UserEmpty",
+    "UserFull",
+    "UserProfilePhoto",
+    "UserProfilePhotoEmpty",
+    "UserStatusEmpty",
+    "UserStatusLastMonth",
+    "UserStatusLastWeek",
+    "UserStatusOffline",
+    "UserStatusOnline",
+    "UserStatusRecently",
+    "account",
+    "auth",
     "updates",
+    "users",
 ]

@@ -46,8 +46,8 @@ class ResPQ(TLObject):
         write_int128(out, self.server_nonce)
         write_bytes(out, self.pq)
         out += VECTOR_HEADER + INT.pack(len(self.server_public_key_fingerprints))
-        for item in self.server_public_key_fingerprints:
-            out += LONG.pack(item)
+        for server_public_key_fingerprints_item in self.server_public_key_fingerprints:
+            out += LONG.pack(server_public_key_fingerprints_item)
 
     @classmethod
     def _read_bare(cls, r: Reader) -> ResPQ:
@@ -528,8 +528,8 @@ class MsgsAck(TLObject):
 
     def _write_bare(self, out: bytearray) -> None:
         out += VECTOR_HEADER + INT.pack(len(self.msg_ids))
-        for item in self.msg_ids:
-            out += LONG.pack(item)
+        for msg_ids_item in self.msg_ids:
+            out += LONG.pack(msg_ids_item)
 
     @classmethod
     def _read_bare(cls, r: Reader) -> MsgsAck:
@@ -607,8 +607,8 @@ class MsgsStateReq(TLObject):
 
     def _write_bare(self, out: bytearray) -> None:
         out += VECTOR_HEADER + INT.pack(len(self.msg_ids))
-        for item in self.msg_ids:
-            out += LONG.pack(item)
+        for msg_ids_item in self.msg_ids:
+            out += LONG.pack(msg_ids_item)
 
     @classmethod
     def _read_bare(cls, r: Reader) -> MsgsStateReq:
@@ -649,8 +649,8 @@ class MsgsAllInfo(TLObject):
 
     def _write_bare(self, out: bytearray) -> None:
         out += VECTOR_HEADER + INT.pack(len(self.msg_ids))
-        for item in self.msg_ids:
-            out += LONG.pack(item)
+        for msg_ids_item in self.msg_ids:
+            out += LONG.pack(msg_ids_item)
         write_bytes(out, self.info)
 
     @classmethod
@@ -722,8 +722,8 @@ class MsgResendReq(TLObject):
 
     def _write_bare(self, out: bytearray) -> None:
         out += VECTOR_HEADER + INT.pack(len(self.msg_ids))
-        for item in self.msg_ids:
-            out += LONG.pack(item)
+        for msg_ids_item in self.msg_ids:
+            out += LONG.pack(msg_ids_item)
 
     @classmethod
     def _read_bare(cls, r: Reader) -> MsgResendReq:
@@ -866,8 +866,8 @@ class FutureSalts(TLObject):
         out += LONG.pack(self.req_msg_id)
         out += INT.pack(self.now)
         out += INT.pack(len(self.salts))
-        for item in self.salts:
-            item._write_bare(out)
+        for salts_item in self.salts:
+            salts_item._write_bare(out)
 
     @classmethod
     def _read_bare(cls, r: Reader) -> FutureSalts:
@@ -969,8 +969,8 @@ class MsgContainer(TLObject):
 
     def _write_bare(self, out: bytearray) -> None:
         out += INT.pack(len(self.messages))
-        for item in self.messages:
-            item._write_bare(out)
+        for messages_item in self.messages:
+            messages_item._write_bare(out)
 
     @classmethod
     def _read_bare(cls, r: Reader) -> MsgContainer:
