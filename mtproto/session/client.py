@@ -168,6 +168,14 @@ class ClientSession:
             payloads.append(seal(self.key, plain, self._randbytes, from_client=True))
         return payloads
 
+    def forget(self, request: Request) -> None:
+        """Stop tracking ``request`` (its caller gave up): it is not sent if still queued, not resent, and a late
+        answer is ignored. The server may still run it."""
+        if request in self._queue:
+            self._queue.remove(request)
+        if self._in_flight.get(request.msg_id) is request:
+            del self._in_flight[request.msg_id]
+
     def _resend(self, bad_msg_id: int) -> list[Request]:
         """Queue again whatever was sent under ``bad_msg_id`` (a message or a whole container)."""
         ids = self._containers.pop(bad_msg_id, [bad_msg_id])
@@ -241,6 +249,8 @@ class ClientSession:
             pass  # our requests stay in flight until answered: an ack only says the server has them
         elif isinstance(obj, (mt.types.MsgDetailedInfo, mt.types.MsgNewDetailedInfo)):
             self._acks.append(obj.answer_msg_id)
+        elif isinstance(obj, (mt.types.MsgsStateInfo, mt.types.MsgsAllInfo)):
+            pass  # answers to state requests this session never makes: session-level, not updates for the app
         else:
             events.append(UpdateReceived(obj))
 

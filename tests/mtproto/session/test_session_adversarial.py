@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-from conftest import NOW, drbg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +17,7 @@ from mtproto.errors import RemoteProtocolError, TransportErrorCode
 from mtproto.session import AuthKey, Plain, SaltPolicy, ServerSession, open_message, seal
 from mtproto.session.common import Inner, pack_container
 from mtproto.tl import api, gzip_pack, mt
+from tests.helpers.session import NOW, drbg
 
 KEY = AuthKey.from_bytes(os.urandom(256))
 SALTS = SaltPolicy(b"k" * 32)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import NOW, Pair, drbg
 
 from mtproto.errors import RemoteProtocolError, TransportErrorCode
 from mtproto.session import AuthKey, BadMsgCode, ClientSession, Plain, ServerSession, open_message, seal
@@ -21,6 +20,7 @@ from mtproto.session.server import (
 )
 from mtproto.tl import api, gzip_pack, mt
 from mtproto.tl.runtime import Reader
+from tests.helpers.session import NOW, Pair, drbg
 
 
 def salted(pair: Pair) -> None:
@@ -388,3 +388,14 @@ def test_the_client_ignores_a_salt_for_a_message_it_never_sent(pair: Pair) -> No
     )
     pair.down()
     assert pair.client.salt == salt
+
+
+def test_a_forgotten_request_is_not_sent_and_its_late_answer_is_ignored(pair: Pair) -> None:
+    salted(pair)
+    queued = pair.client.invoke(mt.functions.Ping(ping_id=1))
+    pair.client.forget(queued)
+    assert pair.client.data_to_send(NOW) == []  # never left
+    sent = pair.client.invoke(mt.functions.Ping(ping_id=2))
+    pair.up()
+    pair.client.forget(sent)
+    assert not [e for e in pair.down() if isinstance(e, Result)]  # the pong arrives and is dropped

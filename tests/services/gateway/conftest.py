@@ -1,90 +1,13 @@
-"""A real gateway process per test module (or per test, for limit tests), on free loopback ports."""
+"""Fixtures: a real gateway process per test module, and a factory for tests that need their own limits."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class GatewayProcess:
-    proc: subprocess.Popen[str]
-    port: int
-    metrics_port: int
-    data_dir: Path
-    log: Path
-
-    def metrics(self) -> str:
-        with socket.create_connection(("127.0.0.1", self.metrics_port), timeout=5) as s:
-            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
-
-    def metric(self, name: str, **labels: str) -> float:
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in self.metrics().splitlines():
-            if line.startswith(name + ("{" + want + "}" if want else " ")) or (
-                not want and line.startswith(name + " ")
-            ):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-def start_gateway(tmp: Path, **env: str) -> GatewayProcess:
-    tmp.mkdir(parents=True, exist_ok=True)
-    port, metrics_port = free_port(), free_port()
-    log = tmp / "gateway.log"
-    full_env = {
-        **os.environ,
-        "MTLAB_GATEWAY_PORT": str(port),
-        "MTLAB_GATEWAY_METRICS_PORT": str(metrics_port),
-        "MTLAB_GATEWAY_DATA_DIR": str(tmp / "data"),
-        "MTLAB_GATEWAY_SHUTDOWN_GRACE": "2",
-        **env,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.gateway"], cwd=REPO, env=full_env, text=True,
-        stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with {proc.returncode}:\n{log.read_text()}")
-        if re.search(r"MTProto on \S+:\d+", log.read_text()):
-            return GatewayProcess(proc, port, metrics_port, tmp / "data", log)
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"gateway did not start in 30 s:\n{log.read_text()}")
+from tests.helpers.gateway import GatewayProcess, start_gateway
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import GatewayProcess
 
 from mtlab.selfcheck import PairClient, Transcript, run_client
 from mtproto.crypto import rsa
 from mtproto.tl import LAYER, api, mt
 from mtproto.transport import TransportKind
+from tests.helpers.gateway import GatewayProcess
 
 COMBINATIONS = [(k, False) for k in TransportKind] + [(k, True) for k in TransportKind if k is not TransportKind.FULL]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import GatewayProcess
 from telethon import TelegramClient, functions
 from telethon.crypto import rsa as telethon_rsa
 from telethon.network import connection as tconn
 from telethon.sessions import MemorySession
 
 from mtproto.crypto import rsa
+from tests.helpers.gateway import GatewayProcess
 
 CONNECTIONS = {
     "full": tconn.ConnectionTcpFull,  # Telethon's default
