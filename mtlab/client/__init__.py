@@ -1,0 +1,44 @@
+"""The mtlab client SDK: the "mobile app" stand-in, on anyio (runs on trio and asyncio).
+
+Connect over any MTProto transport (abridged, intermediate, padded intermediate, full; obfuscated or not),
+create or reuse an auth key, invoke any TL function from any number of tasks, receive updates::
+
+    from mtlab.client import Client, ClientConfig
+    from mtproto.tl import api
+
+    async with Client(ClientConfig(server_keys=pem_text, port=4430, session_file=Path("me.session"))) as client:
+        config = await client.invoke(api.functions.help.GetConfig())
+        async for update in client.updates():
+            ...
+
+Signing in is ``invoke(api.functions.auth.SendCode(...))`` and ``auth.SignIn`` once the auth service
+answers them. Used by the ``mtlab`` CLI, the end-to-end tests and the locust user.
+
+- ``client``: ``Client`` (connections, tasks, waiting callers) and ``ClientStats``.
+- ``config``: ``ClientConfig``, server keys from PEM.
+- ``errors``: ``RpcError``, ``ConnectionLost``, ``BadMessageError``, ``SessionFileError``.
+- ``link``: one TCP connection and the auth-key handshake over it.
+- ``session_file``: the auth key kept between runs (JSON, 0600, atomic writes).
+- ``updates``: the bounded, drop-oldest inbox behind ``Client.updates()``.
+"""
+
+from mtlab.client.client import Client, ClientStats
+from mtlab.client.config import ClientConfig, ServerKeys, keys_from_pem
+from mtlab.client.errors import BadMessageError, ClientError, ConnectionLost, RpcError, SessionFileError
+from mtproto.session.client import UpdateReceived
+from mtproto.transport import TransportKind
+
+__all__ = [
+    "BadMessageError",
+    "Client",
+    "ClientConfig",
+    "ClientError",
+    "ClientStats",
+    "ConnectionLost",
+    "RpcError",
+    "ServerKeys",
+    "SessionFileError",
+    "TransportKind",
+    "UpdateReceived",
+    "keys_from_pem",
+]
