@@ -40,6 +40,39 @@ class GatewayConfig:
     shutdown_grace: float = _knob(10.0, "seconds connections get to drain on shutdown")
 
 
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the shared Postgres and Redis are (``MTLAB_POSTGRES_DSN``, ``MTLAB_REDIS_URL``, no service prefix).
+
+    ``mtlab up`` and the tests set both (mtlab/servers.py starts the servers when none is configured); a service
+    started by hand needs them exported.
+    """
+
+    postgres_dsn: str = _knob("", "the main database, e.g. postgresql://postgres@127.0.0.1:5432/mtlab")
+    redis_url: str = _knob("", "Redis for login codes, rate limits and change notifications, e.g. redis://127.0.0.1:6379/0")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """The auth and session service (services/auth)."""
+
+    host: str = _knob("127.0.0.1", "address the internal RPC and metrics listeners bind")
+    rpc_port: int = _knob(4431, "internal RPC port the gateways connect to")
+    metrics_port: int = _knob(9431, "HTTP port of /metrics and /healthz")
+    dc_id: int = _knob(2, "this DC's id, as help.getConfig tells clients (the gateway's MTLAB_GATEWAY_DC_ID)")
+    dc_host: str = _knob("127.0.0.1", "the gateway address help.getConfig gives clients (its dc_options)")
+    dc_port: int = _knob(4430, "the gateway port help.getConfig gives clients")
+    code_ttl: int = _knob(300, "seconds a login code stays valid")
+    code_attempts: int = _knob(5, "wrong guesses of one login code before it is destroyed")
+    code_length: int = _knob(5, "digits in a login code (test numbers 99966XYYYY always get X five times)")
+    codes_per_phone: int = _knob(5, "login codes one phone number may be sent per flood window")
+    codes_per_ip: int = _knob(30, "login codes one client address may request per flood window")
+    flood_window: int = _knob(600, "seconds over which codes_per_phone and codes_per_ip are counted")
+    pool_size: int = _knob(10, "Postgres connections this process keeps at most")
+    txn_retries: int = _knob(5, "times a transaction is retried whole after a serialization failure or deadlock")
+    authorization_ttl_days: int = _knob(180, "days an idle authorization lives, as account.getAuthorizations says")
+
+
 def _convert(name: str, raw: str, kind: Any) -> Any:
     try:
         if kind in (int, "int"):
@@ -53,12 +86,18 @@ def _convert(name: str, raw: str, kind: Any) -> Any:
         raise ConfigError(f"{name}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from None
 
 
+def variable(prefix: str, name: str) -> str:
+    """The environment variable of a knob: ``MTLAB_<PREFIX>_<NAME>``, or ``MTLAB_<NAME>`` for shared knobs."""
+    return f"MTLAB_{prefix}_{name.upper()}" if prefix else f"MTLAB_{name.upper()}"
+
+
 def load(cls: type[Any], prefix: str, env: Mapping[str, str] | None = None) -> Any:
-    """Build ``cls`` from ``MTLAB_<PREFIX>_<FIELD>`` variables, defaults for the rest."""
+    """Build ``cls`` from ``MTLAB_<PREFIX>_<FIELD>`` variables (``MTLAB_<FIELD>`` when ``prefix`` is empty),
+    defaults for the rest."""
     env = os.environ if env is None else env
     values = {}
     for f in fields(cls):
-        name = f"MTLAB_{prefix}_{f.name.upper()}"
+        name = variable(prefix, f.name)
         if name in env:
             values[f.name] = _convert(name, env[name], f.type)
     return cls(**values)
@@ -72,6 +111,30 @@ def gateway_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
     return config
 
 
+def auth_config(env: Mapping[str, str] | None = None) -> AuthConfig:
+    config: AuthConfig = load(AuthConfig, "AUTH", env)
+    for name in ("code_ttl", "code_attempts", "code_length", "codes_per_phone", "codes_per_ip", "flood_window",
+                 "pool_size"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"MTLAB_AUTH_{name.upper()} must be positive")
+    if config.txn_retries < 0:
+        raise ConfigError("MTLAB_AUTH_TXN_RETRIES must not be negative")
+    if not 4 <= config.code_length <= 9:
+        raise ConfigError("MTLAB_AUTH_CODE_LENGTH must be between 4 and 9 digits")
+    return config
+
+
+def data_config(env: Mapping[str, str] | None = None, *, required: bool = True) -> DataConfig:
+    """The shared servers; with ``required``, a missing one stops the service with what to do."""
+    config: DataConfig = load(DataConfig, "", env)
+    if required:
+        for f in fields(DataConfig):
+            if not getattr(config, f.name):
+                raise ConfigError(f"{variable('', f.name)} is not set: start the stack with `mtlab up`, or export it "
+                                  f"({f.metadata['help'].split('e.g. ')[-1]})")
+    return config
+
+
 def describe(cls: type[Any], prefix: str) -> list[tuple[str, str, str]]:
     """(variable, default, help) for each knob: what ``mtlab config`` prints."""
-    return [(f"MTLAB_{prefix}_{f.name.upper()}", str(f.default), f.metadata.get("help", "")) for f in fields(cls)]
+    return [(variable(prefix, f.name), str(f.default), f.metadata.get("help", "")) for f in fields(cls)]
