@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install mtlab with its dev tools
 
-up: install  ## start the stack (until the services exist: the protocol self-check)
+up: install  ## start the stack: Postgres, Redis and every service, supervised (Ctrl-C stops it)
 	$(BIN)/mtlab up
 
 test: lint typecheck pytest  ## everything CI checks: ruff, mypy --strict, the test suite

@@ -1,17 +1,19 @@
 """The `mtlab` command line: one entry point for students, teachers and scripts.
 
-Subcommands print what they do; every one has ``--help``. Until the services exist (issue #3), ``mtlab up``
-runs the protocol self-check: a full handshake and encrypted exchange between an in-process client and
-server over every transport, printed as a transcript.
+Subcommands print what they do; every one has ``--help``. ``mtlab up`` starts and supervises the stack
+(``mtlab/supervisor.py``), ``status``, ``down`` and ``key`` work on a running one; ``selfcheck`` runs a full
+handshake and encrypted exchange between an in-process client and server over every transport.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 
@@ -58,10 +60,62 @@ def _cmd_selfcheck(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _up_args(args: argparse.Namespace) -> list[str]:
+    """The options of this `mtlab up`, spelled out for the supervisor that `--detach` starts in the background."""
+    from mtlab.supervisor import port_options
+
+    argv = ["--data-dir", str(Path(args.data_dir).absolute()), "--start-timeout", str(args.start_timeout),
+            "--postgres-port", str(args.postgres_port), "--redis-port", str(args.redis_port)]
+    for option, dest, _ in port_options():
+        if getattr(args, dest) is not None:
+            argv += [option, str(getattr(args, dest))]
+    return argv
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
-    print("mtlab up: the services (gateway, auth, messages, media, updates) arrive with the next issues;")
-    print("until then `mtlab up` proves the protocol core works on this machine.\n")
-    return _cmd_selfcheck(args)
+    import os
+
+    from mtlab.supervisor import DETACHED_ENV, Supervisor, options_from, start_detached
+
+    options = options_from(args)
+    if args.detach:
+        return start_detached(options, _up_args(args))
+    return Supervisor(options, detached=os.environ.get(DETACHED_ENV) == "1").run()
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from mtlab.supervisor import down
+
+    return down(Path(args.data_dir))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from mtlab.supervisor import collect_status, format_status
+
+    report = collect_status(Path(args.data_dir))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(format_status(report)))
+    return 0 if report["healthy"] else 1
+
+
+def _cmd_key(args: argparse.Namespace) -> int:
+    from mtlab.supervisor import gateway_key
+    from mtproto.crypto import rsa
+    from services.gateway.keys import RSA_FILE
+
+    data_dir = Path(args.data_dir).absolute()
+    key, created = gateway_key(data_dir)
+    print(rsa.public_pem_pkcs1(key).decode(), end="")
+    if args.pem:
+        return 0
+    signed = rsa.fingerprint(key.n, key.e)
+    print(f"key file     {data_dir / RSA_FILE} (the private key; {'created just now' if created else 'existing'})")
+    print(f"fingerprint  {signed & (2**64 - 1):016x}  (unsigned 64-bit, hex)")
+    print(f"             {signed}  (signed 64-bit: what Telethon's rsa._server_keys is keyed by)")
+    print("Telethon:    from telethon.crypto import rsa; rsa.add_key(PEM, old=False)  (`mtlab key --pem` > key.pem)")
+    return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -86,10 +140,49 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use the legacy RSA padding of older clients instead of RSA_PAD")
         p.add_argument("-v", "--verbose", action="store_true", help="print both sides' protocol log")
 
-    up = sub.add_parser("up", help="start the stack (for now: the protocol self-check)",
-                        description="Start the mtlab stack. Until the services exist, runs the self-check.")
-    add_selfcheck_options(up)
+    from mtlab.supervisor import port_options
+
+    def add_data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", default=None, metavar="DIR",
+                       help="where the stack keeps its data, logs and state (default $MTLAB_DATA_DIR, else .mtlab "
+                       "in the current directory)")
+
+    up = sub.add_parser("up", help="start the stack (Postgres, Redis, every service) and supervise it",
+                        description="Start Postgres and Redis (or use MTLAB_POSTGRES_DSN / MTLAB_REDIS_URL), then "
+                        "every service as its own process; wait until each answers /healthz; print the endpoints; "
+                        "restart a service that crashes. Ctrl-C (or `mtlab down` for --detach) stops everything.")
+    add_data_dir(up)
+    for option, dest, text in port_options():
+        up.add_argument(option, dest=dest, type=int, default=None, metavar="PORT", help=text)
+    up.add_argument("--postgres-port", type=int, default=0, metavar="PORT",
+                    help="port of mtlab's own Postgres (default 0: a free port; unused with MTLAB_POSTGRES_DSN)")
+    up.add_argument("--redis-port", type=int, default=0, metavar="PORT",
+                    help="port of mtlab's own Redis (default 0: a free port; unused with MTLAB_REDIS_URL)")
+    up.add_argument("--start-timeout", type=float, default=30.0, metavar="SECONDS",
+                    help="how long each service may take to answer /healthz (default 30)")
+    up.add_argument("--detach", action="store_true",
+                    help="run the supervisor in the background; return once everything is healthy")
     up.set_defaults(func=_cmd_up)
+
+    down = sub.add_parser("down", help="stop a stack started with `mtlab up` (detached or in another terminal)",
+                          description="Stop every service, then the Postgres and Redis that `mtlab up` started. "
+                          "Says so when nothing runs.")
+    add_data_dir(down)
+    down.set_defaults(func=_cmd_down)
+
+    status = sub.add_parser("status", help="every endpoint of the running stack and its health",
+                            description="Ask every service's /healthz and Postgres and Redis themselves, now. "
+                            "Exits 1 when anything is down or nothing runs.")
+    add_data_dir(status)
+    status.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    status.set_defaults(func=_cmd_status)
+
+    key = sub.add_parser("key", help="the gateway's RSA public key (PKCS#1 PEM) and its fingerprint",
+                         description="Print the public half of the RSA key the gateway signs the handshake with, "
+                         "for a client to pin, with its fingerprint. Creates the key if the data directory has none.")
+    add_data_dir(key)
+    key.add_argument("--pem", action="store_true", help="print the PEM only (to redirect into a file)")
+    key.set_defaults(func=_cmd_key)
 
     check = sub.add_parser("selfcheck", help="handshake + encrypted RPCs over every transport, in-process",
                            description="Run a full auth-key handshake and encrypted exchange between an "
@@ -108,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "data_dir", "unset") is None:
+        from mtlab.supervisor import default_data_dir
+
+        args.data_dir = str(default_data_dir())
     result: int = args.func(args)
     return result
 

@@ -14,7 +14,7 @@ def mtlab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("args", [[], ["up"], ["selfcheck"], ["bench"], ["roles"]])
+@pytest.mark.parametrize("args", [[], ["up"], ["down"], ["status"], ["key"], ["selfcheck"], ["bench"], ["roles"]])
 def test_help_everywhere(args: list[str]) -> None:
     done = mtlab(*args, "--help")
     assert done.returncode == 0
@@ -35,10 +35,19 @@ def test_selfcheck_passes_over_every_transport(backend: str) -> None:
     assert "self-check passed" in done.stdout
 
 
-def test_up_runs_the_selfcheck_until_the_stack_exists() -> None:
-    done = mtlab("up")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "self-check passed" in done.stdout
+def test_every_option_of_every_command_has_help() -> None:
+    import argparse
+
+    from mtlab.cli import build_parser
+
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            assert action.help, f"mtlab {name} {'/'.join(action.option_strings) or action.dest} has no help"
+    up_help = mtlab("up", "--help").stdout
+    for option in ("--data-dir", "--gateway-port", "--gateway-metrics-port", "--postgres-port", "--detach"):
+        assert option in up_help
 
 
 def test_bench_crypto_prints_every_figure_with_its_baseline() -> None:
