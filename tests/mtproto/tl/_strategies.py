@@ -29,10 +29,11 @@ from mtproto.tl.generator import BUILTIN_CONSTRUCTORS, SCHEMA_DIR, TARGETS
 from mtproto.tl.parser import Combinator, Param, Schema, TLType, load_schema
 from mtproto.tl.runtime import GZIP_PACKED_ID, TLObject, class_for_id
 
-INTERNAL_NAMESPACES = ("rpc.", "lab.")
-
 # Every schema the generator builds, so a new .tl file is covered without an edit here.
 SCHEMAS: dict[str, Schema] = {t.schema: load_schema(SCHEMA_DIR / t.schema) for t in TARGETS}
+
+#: The namespaces of internal.tl (rpc., lab., keys. ...), read from the schema so a new one needs no edit here.
+INTERNAL_NAMESPACES = tuple(sorted({f"{c.namespace}." for c in SCHEMAS["internal.tl"].combinators if c.namespace}))
 
 #: Every combinator the generator turns into a class: boolFalse/boolTrue/true are the runtime's own.
 COMBINATORS: list[Combinator] = [

@@ -7,11 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from mtproto.tl.runtime import Reader, TLFunction, TypeRef, register
+from mtproto.tl.runtime import INT, UINT, Reader, TLFunction, TypeRef, register
 
 if TYPE_CHECKING:
-    from mtproto.tl.api.types.updates import TypeState
+    from mtproto.tl.api.types.updates import TypeDifference, TypeState
 
+_T_UPDATES_DIFFERENCE: TypeRef[TypeDifference] = TypeRef("updates.Difference", 0x4afe8f6d, 0x5d75a138)
 _T_UPDATES_STATE: TypeRef[TypeState] = TypeRef("updates.State", 0xa56c2a3e)
 
 
@@ -33,8 +34,65 @@ class GetState(TLFunction["TypeState"]):
         return r.read_boxed(_T_UPDATES_STATE)
 
 
-register(GetState)
+@dataclass(slots=True, kw_only=True)
+class GetDifference(TLFunction["TypeDifference"]):
+    """
+    ``updates.getDifference#19c2f763 flags:# pts:int pts_limit:flags.1?int pts_total_limit:flags.0?int date:int
+    qts:int qts_limit:flags.2?int = updates.Difference;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x19c2f763
+    TL_NAME: ClassVar[str] = "updates.getDifference"
+
+    pts: int
+    date: int
+    qts: int
+    pts_limit: int | None = None
+    pts_total_limit: int | None = None
+    qts_limit: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (2 if self.pts_limit is not None else 0)
+            | (1 if self.pts_total_limit is not None else 0)
+            | (4 if self.qts_limit is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += INT.pack(self.pts)
+        if self.pts_limit is not None:
+            out += INT.pack(self.pts_limit)
+        if self.pts_total_limit is not None:
+            out += INT.pack(self.pts_total_limit)
+        out += INT.pack(self.date)
+        out += INT.pack(self.qts)
+        if self.qts_limit is not None:
+            out += INT.pack(self.qts_limit)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> GetDifference:
+        flags = r.read_uint()
+        _pts = r.read_int()
+        _pts_limit = r.read_int() if flags & 2 else None
+        _pts_total_limit = r.read_int() if flags & 1 else None
+        _date = r.read_int()
+        _qts = r.read_int()
+        _qts_limit = r.read_int() if flags & 4 else None
+        return cls(
+            pts=_pts,
+            pts_limit=_pts_limit,
+            pts_total_limit=_pts_total_limit,
+            date=_date,
+            qts=_qts,
+            qts_limit=_qts_limit,
+        )
+
+    def read_result(self, r: Reader) -> TypeDifference:
+        return r.read_boxed(_T_UPDATES_DIFFERENCE)
+
+
+register(GetState, GetDifference)
 
 __all__ = [
+    "GetDifference",
     "GetState",
 ]

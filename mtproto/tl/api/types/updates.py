@@ -40,11 +40,54 @@ class State(TLObject):
         return cls(pts=_pts, qts=_qts, date=_date, seq=_seq, unread_count=_unread_count)
 
 
+@dataclass(slots=True, kw_only=True)
+class DifferenceEmpty(TLObject):
+    """``updates.differenceEmpty#5d75a138 date:int seq:int = updates.Difference;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x5d75a138
+    TL_NAME: ClassVar[str] = "updates.differenceEmpty"
+
+    date: int
+    seq: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.date)
+        out += INT.pack(self.seq)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DifferenceEmpty:
+        _date = r.read_int()
+        _seq = r.read_int()
+        return cls(date=_date, seq=_seq)
+
+
+@dataclass(slots=True, kw_only=True)
+class DifferenceTooLong(TLObject):
+    """``updates.differenceTooLong#4afe8f6d pts:int = updates.Difference;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x4afe8f6d
+    TL_NAME: ClassVar[str] = "updates.differenceTooLong"
+
+    pts: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.pts)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DifferenceTooLong:
+        _pts = r.read_int()
+        return cls(pts=_pts)
+
+
+TypeDifference: TypeAlias = DifferenceEmpty | DifferenceTooLong
 TypeState: TypeAlias = State
 
-register(State)
+register(State, DifferenceEmpty, DifferenceTooLong)
 
 __all__ = [
+    "DifferenceEmpty",
+    "DifferenceTooLong",
     "State",
+    "TypeDifference",
     "TypeState",
 ]

@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
-from mtproto.tl.internal.functions import lab
+from mtproto.tl.internal.functions import keys, lab
 
 __all__ = [
+    "keys",
     "lab",
 ]

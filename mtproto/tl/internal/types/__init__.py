@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
-from mtproto.tl.internal.types import rpc
+from mtproto.tl.internal.types import keys, rpc
 
 __all__ = [
+    "keys",
     "rpc",
 ]

@@ -9,17 +9,61 @@ from typing import ClassVar, TypeAlias
 
 from mtproto.tl.runtime import INT, LONG, UINT, Reader, TLObject, TypeRef, register, write_bytes, write_string
 
-_T_RPC_CONTEXT: TypeRef[TypeContext] = TypeRef("rpc.Context", 0xb6af7f31)
+_T_RPC_CLIENTINFO: TypeRef[TypeClientInfo] = TypeRef("rpc.ClientInfo", 0x65a1dd72)
+_T_RPC_CONTEXT: TypeRef[TypeContext] = TypeRef("rpc.Context", 0x6a177f87)
+
+
+@dataclass(slots=True, kw_only=True)
+class ClientInfo(TLObject):
+    """
+    ``rpc.clientInfo api_id:int device_model:string system_version:string app_version:string lang_code:string
+    ip:string = rpc.ClientInfo;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x65a1dd72
+    TL_NAME: ClassVar[str] = "rpc.clientInfo"
+
+    api_id: int
+    device_model: str
+    system_version: str
+    app_version: str
+    lang_code: str
+    ip: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.api_id)
+        write_string(out, self.device_model)
+        write_string(out, self.system_version)
+        write_string(out, self.app_version)
+        write_string(out, self.lang_code)
+        write_string(out, self.ip)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ClientInfo:
+        _api_id = r.read_int()
+        _device_model = r.read_string()
+        _system_version = r.read_string()
+        _app_version = r.read_string()
+        _lang_code = r.read_string()
+        _ip = r.read_string()
+        return cls(
+            api_id=_api_id,
+            device_model=_device_model,
+            system_version=_system_version,
+            app_version=_app_version,
+            lang_code=_lang_code,
+            ip=_ip,
+        )
 
 
 @dataclass(slots=True, kw_only=True)
 class Context(TLObject):
     """
-    ``rpc.context flags:# user_id:flags.0?long auth_key_id:long session_id:long layer:int trace_id:long =
-    rpc.Context;``
+    ``rpc.context flags:# user_id:flags.0?long auth_key_id:long session_id:long layer:int trace_id:long
+    client:flags.1?rpc.ClientInfo = rpc.Context;``
     """
 
-    CONSTRUCTOR_ID: ClassVar[int] = 0xb6af7f31
+    CONSTRUCTOR_ID: ClassVar[int] = 0x6a177f87
     TL_NAME: ClassVar[str] = "rpc.context"
 
     auth_key_id: int
@@ -27,9 +71,10 @@ class Context(TLObject):
     layer: int
     trace_id: int
     user_id: int | None = None
+    client: TypeClientInfo | None = None
 
     def _write_bare(self, out: bytearray) -> None:
-        flags = (1 if self.user_id is not None else 0)
+        flags = (1 if self.user_id is not None else 0) | (2 if self.client is not None else 0)
         out += UINT.pack(flags)
         if self.user_id is not None:
             out += LONG.pack(self.user_id)
@@ -37,6 +82,8 @@ class Context(TLObject):
         out += LONG.pack(self.session_id)
         out += INT.pack(self.layer)
         out += LONG.pack(self.trace_id)
+        if self.client is not None:
+            self.client._write(out)
 
     @classmethod
     def _read_bare(cls, r: Reader) -> Context:
@@ -46,7 +93,15 @@ class Context(TLObject):
         _session_id = r.read_long()
         _layer = r.read_int()
         _trace_id = r.read_long()
-        return cls(user_id=_user_id, auth_key_id=_auth_key_id, session_id=_session_id, layer=_layer, trace_id=_trace_id)
+        _client = r.read_boxed(_T_RPC_CLIENTINFO) if flags & 2 else None
+        return cls(
+            user_id=_user_id,
+            auth_key_id=_auth_key_id,
+            session_id=_session_id,
+            layer=_layer,
+            trace_id=_trace_id,
+            client=_client,
+        )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -157,18 +212,21 @@ class StreamItem(TLObject):
         return cls(req_id=_req_id, item=_item)
 
 
+TypeClientInfo: TypeAlias = ClientInfo
 TypeContext: TypeAlias = Context
 TypeFrame: TypeAlias = Request | Result | Error | Cancel | StreamItem
 
-register(Context, Request, Result, Error, Cancel, StreamItem)
+register(ClientInfo, Context, Request, Result, Error, Cancel, StreamItem)
 
 __all__ = [
     "Cancel",
+    "ClientInfo",
     "Context",
     "Error",
     "Request",
     "Result",
     "StreamItem",
+    "TypeClientInfo",
     "TypeContext",
     "TypeFrame",
 ]
