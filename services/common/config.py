@@ -38,6 +38,12 @@ class GatewayConfig:
     idle_timeout: float = _knob(300.0, "seconds without a byte from the client before the connection closes")
     session_queue: int = _knob(1024, "messages waiting to be written per connection before it is closed")
     shutdown_grace: float = _knob(10.0, "seconds connections get to drain on shutdown")
+    auth_host: str = _knob("", "the auth service's internal RPC address; empty: run alone (keys in memory, "
+                               "no sign-in: what the gateway's own tests use)")
+    auth_port: int = _knob(4431, "the auth service's internal RPC port")
+    calls_per_connection: int = _knob(64, "RPCs one connection may have waiting on services; beyond, reading pauses")
+    rpc_timeout: float = _knob(30.0, "seconds a service may take to answer before the client gets 500 RPC_TIMEOUT")
+    key_cache_size: int = _knob(100_000, "auth-key records cached in this process (LRU; kept fresh by keys.watch)")
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,8 @@ def load(cls: type[Any], prefix: str, env: Mapping[str, str] | None = None) -> A
 
 def gateway_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
     config: GatewayConfig = load(GatewayConfig, "GATEWAY", env)
-    for name in ("max_connections", "max_frame", "session_queue"):
+    for name in ("max_connections", "max_frame", "session_queue", "calls_per_connection", "rpc_timeout",
+                 "key_cache_size"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"MTLAB_GATEWAY_{name.upper()} must be positive")
     return config

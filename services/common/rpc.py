@@ -9,7 +9,7 @@ Wire format: each frame is a 4-byte little-endian length and one boxed ``rpc.*``
 
 ``query`` and ``result`` are serialized TL objects the RPC layer never decodes: the gateway forwards a
 client's query as it came, and the service's answer goes back the same way. ``context`` says who asks (user,
-auth key, session, layer, trace id).
+auth key, session, layer, trace id, and what the client said in initConnection with its address).
 
 - Many calls share one connection, matched by ``req_id``; the client bounds how many are in flight and the
   server how many handlers run per connection (beyond that it stops reading: back-pressure, not memory).
@@ -323,7 +323,7 @@ class RpcClient:
 
 
 def context(*, user_id: int | None = None, auth_key_id: int = 0, session_id: int = 0, layer: int = 0,
-            trace_id: int = 0) -> rpc.Context:
+            trace_id: int = 0, client: rpc.ClientInfo | None = None) -> rpc.Context:
     return rpc.Context(user_id=user_id, auth_key_id=auth_key_id, session_id=session_id, layer=layer,
-                       trace_id=trace_id)
+                       trace_id=trace_id, client=client)
 

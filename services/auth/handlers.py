@@ -1,0 +1,362 @@
+"""One function per RPC method the auth service answers (core.telegram.org/api/auth, /method/account.*).
+
+Each takes the service's dependencies (``Auth``), the caller's ``rpc.Context`` (its auth key, session, client
+info) and the decoded query, and returns a TL object or raises ``RpcError`` with Telegram's error name. SQL lives
+in ``store.py``; login codes and flood limits in ``codes.py``; each database step is one named transaction.
+
+Who the caller is comes from the database, by the context's auth key id, not from the context's user id: this
+service owns that fact, so a gateway whose cache is a moment stale cannot act for a revoked device here.
+
+Errors (400 unless noted): PHONE_NUMBER_INVALID, PHONE_CODE_EMPTY, PHONE_CODE_HASH_EMPTY, PHONE_CODE_INVALID
+(wrong digits, the attempt counted), PHONE_CODE_EXPIRED (no such code: expired, replaced by a newer sendCode,
+destroyed after too many wrong tries, or a signUp whose code signIn never accepted), PHONE_NUMBER_OCCUPIED,
+FIRSTNAME_INVALID, LASTNAME_INVALID, USER_ID_INVALID, HASH_INVALID, 401 AUTH_KEY_UNREGISTERED, 401
+SESSION_REVOKED, 420 FLOOD_WAIT_<seconds>.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+from prometheus_client import Counter
+
+from mtproto.crypto import kdf
+from mtproto.tl import api
+from mtproto.tl.internal.functions import keys as keys_fn
+from mtproto.tl.internal.types import keys, rpc
+from mtproto.tl.runtime import TLFunction, TLObject
+from services.auth import dc, store
+from services.auth.changes import KeyChanges
+from services.auth.codes import Check, LoginCodes
+from services.common import db
+from services.common.config import AuthConfig
+from services.common.rpc import RpcError
+
+log = logging.getLogger("mtlab.auth")
+
+T = TypeVar("T")
+
+CODES_SENT = Counter("mtlab_auth_login_codes_sent_total", "Login codes issued (the simulated SMS)", ["kind"])
+SIGN_INS = Counter("mtlab_auth_sign_in_total", "auth.signIn and auth.signUp by outcome", ["method", "outcome"])
+FLOODS = Counter("mtlab_auth_flood_waits_total", "auth.sendCode refused with FLOOD_WAIT, by limit (phone, ip)",
+                 ["limit"])
+KEY_LOOKUPS = Counter("mtlab_auth_key_lookups_total", "keys.get by result", ["result"])
+REVOCATIONS = Counter("mtlab_auth_revocations_total", "Authorizations ended, by how", ["how"])
+
+_PHONE = re.compile(r"[0-9]{5,15}")
+_PHONE_DECORATION = re.compile(r"[\s()+\-.]")
+
+
+@dataclass
+class Auth:
+    """What the handlers need, injected by server.py (the clock too, so a test can move time)."""
+
+    config: AuthConfig
+    pool: db.Pool
+    codes: LoginCodes
+    changes: KeyChanges
+    clock: Callable[[], float] = field(default=time.time)
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    async def txn(self, name: str, fn: Callable[[db.Connection], Awaitable[T]]) -> T:
+        return await db.run_txn(self.pool, f"auth.{name}", fn, retries=self.config.txn_retries)
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+
+
+def _phone(raw: str) -> str:
+    """The number as digits only (E.164 without '+'); spaces, dashes, dots and brackets are allowed around them."""
+    digits = _PHONE_DECORATION.sub("", raw)
+    if not _PHONE.fullmatch(digits):
+        raise RpcError(400, "PHONE_NUMBER_INVALID")
+    return digits
+
+
+def _masked(phone: str) -> str:
+    return f"+{phone[:3]}{'*' * (len(phone) - 5)}{phone[-2:]}"
+
+
+def _client(ctx: rpc.Context) -> store.ClientRow:
+    c = ctx.client
+    if c is None:
+        return store.ClientRow()
+    return store.ClientRow(c.api_id, c.device_model[:128], c.system_version[:128], c.app_version[:128],
+                           c.lang_code[:16], c.ip[:64])
+
+
+def _new_hash() -> int:
+    """A random non-zero authorization hash (0 means "the current session" on the wire)."""
+    return secrets.randbits(63) + 1
+
+
+def _user(row: store.UserRow, *, me: bool) -> api.types.User:
+    # A user's phone number is shown to themselves only: there are no contacts yet to share it with.
+    return api.types.User(id=row.id, self=me, access_hash=row.access_hash, first_name=row.first_name,
+                          last_name=row.last_name or None, phone=row.phone if me else None,
+                          status=api.types.UserStatusRecently() if not me else None)
+
+
+async def _me(con: db.Connection, ctx: rpc.Context) -> int:
+    """The user the caller's key is signed in as, or the 401 Telegram gives (core.telegram.org/api/errors#401)."""
+    user_id, revoked = await store.signed_in_user(con, ctx.auth_key_id)
+    if user_id is None:
+        raise RpcError(401, "SESSION_REVOKED" if revoked else "AUTH_KEY_UNREGISTERED")
+    return user_id
+
+
+def _record(row: store.KeyRow) -> keys.KeyRecord:
+    return keys.KeyRecord(
+        auth_key_id=row.id, auth_key=row.auth_key, handshake_salt=row.handshake_salt,
+        created=int(row.created_at.timestamp()),
+        expires=int(row.expires_at.timestamp()) if row.expires_at is not None else None,
+        user_id=row.user_id, revoked=row.revoked and row.user_id is None,
+    )
+
+
+# -- internal: auth keys for the gateways -------------------------------------------------------------------
+
+
+async def store_key(auth: Auth, ctx: rpc.Context, q: keys_fn.Store) -> keys.KeyRecord:
+    if len(q.auth_key) != 256:
+        raise RpcError(400, "AUTH_KEY_INVALID")
+    key_id = int.from_bytes(kdf.auth_key_id(q.auth_key), "little", signed=True)  # derived, not taken on trust
+    row = await auth.txn("store_key", lambda con: store.insert_key(con, key_id, q.auth_key, q.handshake_salt,
+                                                                     q.expires_in))
+    return _record(row)
+
+
+async def get_key(auth: Auth, ctx: rpc.Context, q: keys_fn.Get) -> keys.TypeKeyRecord:
+    row = await auth.txn("get_key", lambda con: store.get_key(con, q.auth_key_id))
+    KEY_LOOKUPS.labels("found" if row is not None else "missing").inc()
+    return _record(row) if row is not None else keys.NoKey(auth_key_id=q.auth_key_id)
+
+
+# -- auth.* -------------------------------------------------------------------------------------------------
+
+
+async def send_code(auth: Auth, ctx: rpc.Context, q: api.functions.auth.SendCode) -> api.types.auth.SentCode:
+    phone = _phone(q.phone_number)
+    cfg = auth.config
+    # Per number (someone pestering one phone) and per client address (one client pestering many numbers);
+    # without a gateway-reported address, the auth key stands in for it.
+    origin = ctx.client.ip if ctx.client is not None and ctx.client.ip else f"key{ctx.auth_key_id}"
+    limits = [(f"phone:{phone}", cfg.codes_per_phone), (f"ip:{origin}", cfg.codes_per_ip)]
+    flood = await auth.codes.flood_wait(limits, cfg.flood_window)
+    if flood is not None:
+        counter, wait = flood
+        FLOODS.labels(counter.split(":", 1)[0]).inc()
+        log.info("sendCode for %s refused: FLOOD_WAIT_%d (%s)", _masked(phone), wait, counter.split(":", 1)[0])
+        raise RpcError(420, f"FLOOD_WAIT_{wait}")
+    phone_code_hash, code = await auth.codes.issue(phone, auth.now())
+    CODES_SENT.labels("test_number" if phone.startswith("99966") else "sms").inc()
+    return api.types.auth.SentCode(type=api.types.auth.SentCodeTypeSms(length=len(code)),
+                                   phone_code_hash=phone_code_hash)
+
+
+async def sign_in(auth: Auth, ctx: rpc.Context, q: api.functions.auth.SignIn) -> api.types.auth.TypeAuthorization:
+    phone = _phone(q.phone_number)
+    if not q.phone_code_hash:
+        raise RpcError(400, "PHONE_CODE_HASH_EMPTY")
+    if not q.phone_code:
+        raise RpcError(400, "PHONE_CODE_EMPTY")
+    checked = await auth.codes.check(phone, q.phone_code_hash, q.phone_code)
+    if checked is not Check.OK:
+        error = "PHONE_CODE_INVALID" if checked is Check.INVALID else "PHONE_CODE_EXPIRED"
+        SIGN_INS.labels("signIn", error).inc()
+        log.info("signIn for %s: %s", _masked(phone), error)
+        raise RpcError(400, error)
+    hash_ = _new_hash()
+
+    async def txn(con: db.Connection) -> store.UserRow | None:
+        user = await store.user_by_phone(con, phone)
+        if user is not None:
+            await store.sign_in(con, ctx.auth_key_id, user.id, hash_, _client(ctx))
+        return user
+
+    user = await _signing_in(auth.txn("sign_in", txn))
+    if user is None:
+        # The code was right but the number has no account: auth.signUp with the same hash finishes (the code
+        # entry stays, marked verified).
+        SIGN_INS.labels("signIn", "sign_up_required").inc()
+        return api.types.auth.AuthorizationSignUpRequired()
+    await auth.codes.consume(phone, q.phone_code_hash)
+    await auth.changes.publish([ctx.auth_key_id])
+    SIGN_INS.labels("signIn", "ok").inc()
+    log.info("user %d signed in on key %016x (%s)", user.id, ctx.auth_key_id & (2**64 - 1), _client(ctx).device_model)
+    return api.types.auth.Authorization(user=_user(user, me=True))
+
+
+async def sign_up(auth: Auth, ctx: rpc.Context, q: api.functions.auth.SignUp) -> api.types.auth.TypeAuthorization:
+    phone = _phone(q.phone_number)
+    first_name, last_name = q.first_name.strip(), q.last_name.strip()
+    if not first_name or len(first_name) > 64:
+        raise RpcError(400, "FIRSTNAME_INVALID")
+    if len(last_name) > 64:
+        raise RpcError(400, "LASTNAME_INVALID")
+    if not q.phone_code_hash:
+        raise RpcError(400, "PHONE_CODE_HASH_EMPTY")
+    if await auth.codes.verified(phone, q.phone_code_hash) is not Check.OK:
+        SIGN_INS.labels("signUp", "PHONE_CODE_EXPIRED").inc()
+        raise RpcError(400, "PHONE_CODE_EXPIRED")
+    access_hash, hash_ = secrets.randbits(63), _new_hash()
+
+    async def txn(con: db.Connection) -> store.UserRow:
+        if await store.user_by_phone(con, phone) is not None:
+            raise RpcError(400, "PHONE_NUMBER_OCCUPIED")
+        user = await store.create_user(con, phone, first_name, last_name, access_hash)
+        await store.sign_in(con, ctx.auth_key_id, user.id, hash_, _client(ctx))
+        return user
+
+    try:
+        user = await _signing_in(auth.txn("sign_up", txn))
+    except asyncpg.UniqueViolationError:  # another signUp for the number committed between our check and insert
+        raise RpcError(400, "PHONE_NUMBER_OCCUPIED") from None
+    await auth.codes.consume(phone, q.phone_code_hash)
+    await auth.changes.publish([ctx.auth_key_id])
+    SIGN_INS.labels("signUp", "ok").inc()
+    log.info("user %d signed up with %s on key %016x", user.id, _masked(phone), ctx.auth_key_id & (2**64 - 1))
+    return api.types.auth.Authorization(user=_user(user, me=True))
+
+
+async def _signing_in(txn: Awaitable[T]) -> T:
+    try:
+        return await txn
+    except asyncpg.ForeignKeyViolationError:  # the context names a key this service never stored
+        raise RpcError(401, "AUTH_KEY_UNREGISTERED") from None
+
+
+async def log_out(auth: Auth, ctx: rpc.Context, q: api.functions.auth.LogOut) -> api.types.auth.LoggedOut:
+    if not await auth.txn("log_out", lambda con: store.log_out(con, ctx.auth_key_id)):
+        raise RpcError(401, "AUTH_KEY_UNREGISTERED")
+    await auth.changes.publish([ctx.auth_key_id])
+    REVOCATIONS.labels("log_out").inc()
+    return api.types.auth.LoggedOut()
+
+
+# -- account.* ----------------------------------------------------------------------------------------------
+
+
+async def get_authorizations(auth: Auth, ctx: rpc.Context,
+                             q: api.functions.account.GetAuthorizations) -> api.types.account.Authorizations:
+    async def txn(con: db.Connection) -> list[store.AuthorizationRow]:
+        return await store.authorizations(con, await _me(con, ctx))
+
+    listed = []
+    for row in await auth.txn("get_authorizations", txn):
+        current = row.auth_key_id == ctx.auth_key_id
+        c = row.client
+        listed.append(api.types.Authorization(
+            current=current, hash=0 if current else row.hash, device_model=c.device_model, platform="",
+            system_version=c.system_version, api_id=c.api_id, app_name=f"api_id {c.api_id}",
+            app_version=c.app_version, date_created=int(row.created_at.timestamp()),
+            date_active=int(row.active_at.timestamp()), ip=c.ip, country="", region=""))
+    return api.types.account.Authorizations(authorization_ttl_days=auth.config.authorization_ttl_days,
+                                            authorizations=listed)
+
+
+async def reset_authorization(auth: Auth, ctx: rpc.Context, q: api.functions.account.ResetAuthorization) -> bool:
+    if q.hash == 0:  # 0 is the caller's own session, which ends with auth.logOut instead
+        raise RpcError(400, "HASH_INVALID")
+
+    async def txn(con: db.Connection) -> int | None:
+        return await store.revoke(con, await _me(con, ctx), q.hash, keep=ctx.auth_key_id)
+
+    revoked = await auth.txn("reset_authorization", txn)
+    if revoked is None:
+        raise RpcError(400, "HASH_INVALID")
+    await auth.changes.publish([revoked])
+    REVOCATIONS.labels("reset_authorization").inc()
+    log.info("key %016x revoked by key %016x", revoked & (2**64 - 1), ctx.auth_key_id & (2**64 - 1))
+    return True
+
+
+# -- users.* ------------------------------------------------------------------------------------------------
+
+
+async def _resolve(auth: Auth, ctx: rpc.Context, wanted: list[api.types.TypeInputUser],
+                   name: str) -> tuple[int, list[store.UserRow | None]]:
+    """The caller's id and, for each input user, the user it names (None: unknown, or a wrong access_hash)."""
+
+    async def txn(con: db.Connection) -> tuple[int, dict[int, store.UserRow]]:
+        me = await _me(con, ctx)
+        ids = {me} | {u.user_id for u in wanted if isinstance(u, api.types.InputUser)}
+        return me, await store.users_by_id(con, sorted(ids))
+
+    me, rows = await auth.txn(name, txn)
+    found: list[store.UserRow | None] = []
+    for u in wanted:
+        if isinstance(u, api.types.InputUserSelf):
+            found.append(rows.get(me))
+        elif isinstance(u, api.types.InputUser):
+            row = rows.get(u.user_id)
+            # Knowing the access_hash is what proves a client was shown this user (core.telegram.org/api/peers).
+            found.append(row if row is not None and (row.id == me or row.access_hash == u.access_hash) else None)
+        else:  # inputUserEmpty, inputUserFromMessage (no messages exist yet)
+            found.append(None)
+    return me, found
+
+
+async def get_users(auth: Auth, ctx: rpc.Context, q: api.functions.users.GetUsers) -> list[api.types.TypeUser]:
+    if len(q.id) > 200:
+        raise RpcError(400, "LIMIT_INVALID")
+    me, rows = await _resolve(auth, ctx, q.id, "get_users")
+    # Telegram leaves out the users it cannot show rather than failing the whole call.
+    return [_user(row, me=row.id == me) for row in rows if row is not None]
+
+
+async def get_full_user(auth: Auth, ctx: rpc.Context, q: api.functions.users.GetFullUser) -> api.types.users.UserFull:
+    me, [row] = await _resolve(auth, ctx, [q.id], "get_full_user")
+    if row is None:
+        raise RpcError(400, "USER_ID_INVALID")
+    full = api.types.UserFull(id=row.id, settings=api.types.PeerSettings(),
+                              notify_settings=api.types.PeerNotifySettings(), common_chats_count=0)
+    return api.types.users.UserFull(full_user=full, chats=[], users=[_user(row, me=row.id == me)])
+
+
+# -- help.*, updates.* --------------------------------------------------------------------------------------
+
+
+async def get_config(auth: Auth, ctx: rpc.Context, q: api.functions.help.GetConfig) -> api.types.Config:
+    cfg = auth.config
+    return dc.config(cfg.dc_id, cfg.dc_host, cfg.dc_port, auth.now())
+
+
+async def get_state(auth: Auth, ctx: rpc.Context, q: api.functions.updates.GetState) -> api.types.updates.State:
+    # No update log exists yet (the messages and updates services come later): every box is at its start.
+    await auth.txn("get_state", lambda con: _me(con, ctx))
+    return api.types.updates.State(pts=0, qts=0, date=auth.now(), seq=0, unread_count=0)
+
+
+async def get_difference(auth: Auth, ctx: rpc.Context,
+                         q: api.functions.updates.GetDifference) -> api.types.updates.DifferenceEmpty:
+    # Stock clients call this right after signing in (Telethon's sign_in does); nothing has happened yet.
+    await auth.txn("get_difference", lambda con: _me(con, ctx))
+    return api.types.updates.DifferenceEmpty(date=auth.now(), seq=0)
+
+
+#: The methods this service answers, by the TL function class whose bytes arrive.
+METHODS: dict[type[TLFunction[Any]], Callable[[Auth, rpc.Context, Any], Awaitable[TLObject | list[Any] | bool]]] = {
+    keys_fn.Store: store_key,
+    keys_fn.Get: get_key,
+    api.functions.auth.SendCode: send_code,
+    api.functions.auth.SignIn: sign_in,
+    api.functions.auth.SignUp: sign_up,
+    api.functions.auth.LogOut: log_out,
+    api.functions.account.GetAuthorizations: get_authorizations,
+    api.functions.account.ResetAuthorization: reset_authorization,
+    api.functions.users.GetUsers: get_users,
+    api.functions.users.GetFullUser: get_full_user,
+    api.functions.help.GetConfig: get_config,
+    api.functions.updates.GetState: get_state,
+    api.functions.updates.GetDifference: get_difference,
+}

@@ -1,0 +1,174 @@
+"""Every SQL statement of the auth service (tables: services/auth/migrations/001_auth.sql).
+
+Each function takes a connection that is already inside a named transaction (``services.common.db.run_txn``)
+and does plain SQL on it; the handlers decide which functions make up one transaction. No ORM: what runs is what
+a DBA student reads here, and ``pg_stat_statements`` shows the same text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from asyncpg import Record
+
+from services.common.db import Connection
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: int
+    auth_key: bytes
+    handshake_salt: int
+    created_at: datetime
+    expires_at: datetime | None
+    revoked: bool
+    user_id: int | None  # None: not signed in
+
+
+@dataclass(frozen=True)
+class UserRow:
+    id: int
+    access_hash: int
+    first_name: str
+    last_name: str
+    phone: str
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    """What a device said about itself (initConnection) and where it connected from."""
+
+    api_id: int = 0
+    device_model: str = ""
+    system_version: str = ""
+    app_version: str = ""
+    lang_code: str = ""
+    ip: str = ""
+
+
+@dataclass(frozen=True)
+class AuthorizationRow:
+    auth_key_id: int
+    hash: int
+    client: ClientRow
+    created_at: datetime
+    active_at: datetime
+
+
+_KEY = "SELECT id, auth_key, handshake_salt, created_at, expires_at, revoked_at, user_id FROM auth_key_records"
+_USER = ("SELECT u.id, u.access_hash, u.first_name, u.last_name, p.phone "
+         "FROM users u JOIN phones p ON p.user_id = u.id")
+
+
+def _key(r: Record) -> KeyRow:
+    return KeyRow(r["id"], bytes(r["auth_key"]), r["handshake_salt"], r["created_at"], r["expires_at"],
+                  r["revoked_at"] is not None, r["user_id"])
+
+
+def _user(r: Record) -> UserRow:
+    return UserRow(r["id"], r["access_hash"], r["first_name"], r["last_name"], r["phone"])
+
+
+# -- auth keys ----------------------------------------------------------------------------------------------
+
+
+async def insert_key(con: Connection, key_id: int, auth_key: bytes, handshake_salt: int,
+                     expires_in: int | None) -> KeyRow:
+    # ON CONFLICT: a gateway that timed out and stores the same key again gets the row it made the first time.
+    await con.execute(
+        "INSERT INTO auth_keys (id, auth_key, handshake_salt, expires_at) "
+        "VALUES ($1, $2, $3, now() + make_interval(secs => $4)) ON CONFLICT (id) DO NOTHING",
+        key_id, auth_key, handshake_salt, expires_in)
+    row = await con.fetchrow(_KEY + " WHERE id = $1", key_id)
+    if row is None:  # cannot happen inside the transaction that just inserted it
+        raise LookupError(f"auth key {key_id} vanished")
+    return _key(row)
+
+
+async def get_key(con: Connection, key_id: int) -> KeyRow | None:
+    row = await con.fetchrow(_KEY + " WHERE id = $1", key_id)
+    return None if row is None else _key(row)
+
+
+async def signed_in_user(con: Connection, key_id: int) -> tuple[int | None, bool]:
+    """(the user ``key_id`` is signed in as or None, whether its authorization was revoked); marks it active.
+
+    ``active_at`` is written at most once a minute per device: a write on every request would turn each read
+    into a row update (and a dead tuple for VACUUM) for a date shown to the minute anyway.
+    """
+    user_id = await con.fetchval(
+        "UPDATE authorizations SET active_at = now() "
+        "WHERE auth_key_id = $1 AND active_at < now() - interval '1 minute' RETURNING user_id", key_id)
+    if user_id is None:
+        row = await con.fetchrow("SELECT user_id, revoked_at FROM auth_key_records WHERE id = $1", key_id)
+        if row is None:
+            return None, False
+        user_id = row["user_id"]
+        return user_id, user_id is None and row["revoked_at"] is not None
+    return int(user_id), False
+
+
+# -- users --------------------------------------------------------------------------------------------------
+
+
+async def user_by_phone(con: Connection, phone: str) -> UserRow | None:
+    row = await con.fetchrow(_USER + " WHERE p.phone = $1", phone)
+    return None if row is None else _user(row)
+
+
+async def users_by_id(con: Connection, user_ids: list[int]) -> dict[int, UserRow]:
+    rows = await con.fetch(_USER + " WHERE u.id = ANY($1::bigint[])", user_ids)
+    return {r["id"]: _user(r) for r in rows}
+
+
+async def create_user(con: Connection, phone: str, first_name: str, last_name: str, access_hash: int) -> UserRow:
+    """A new user with ``phone``; raises asyncpg.UniqueViolationError when the number is taken."""
+    user_id = await con.fetchval(
+        "INSERT INTO users (access_hash, first_name, last_name) VALUES ($1, $2, $3) RETURNING id",
+        access_hash, first_name, last_name)
+    await con.execute("INSERT INTO phones (phone, user_id) VALUES ($1, $2)", phone, user_id)
+    return UserRow(int(user_id), access_hash, first_name, last_name, phone)
+
+
+# -- authorizations -----------------------------------------------------------------------------------------
+
+
+async def sign_in(con: Connection, key_id: int, user_id: int, hash_: int, client: ClientRow) -> None:
+    """Sign ``key_id`` in as ``user_id`` (replacing whoever it was signed in as) and clear a revocation."""
+    await con.execute(
+        "INSERT INTO authorizations (auth_key_id, user_id, hash, api_id, device_model, system_version, "
+        "app_version, lang_code, ip) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+        "ON CONFLICT (auth_key_id) DO UPDATE SET user_id = excluded.user_id, hash = excluded.hash, "
+        "api_id = excluded.api_id, device_model = excluded.device_model, system_version = excluded.system_version, "
+        "app_version = excluded.app_version, lang_code = excluded.lang_code, ip = excluded.ip, "
+        "created_at = now(), active_at = now()",
+        key_id, user_id, hash_, client.api_id, client.device_model, client.system_version, client.app_version,
+        client.lang_code, client.ip)
+    await con.execute("UPDATE auth_keys SET revoked_at = NULL WHERE id = $1 AND revoked_at IS NOT NULL", key_id)
+
+
+async def log_out(con: Connection, key_id: int) -> bool:
+    """Delete the key's authorization; False when it was not signed in."""
+    return await con.fetchval("DELETE FROM authorizations WHERE auth_key_id = $1 RETURNING true", key_id) is not None
+
+
+async def authorizations(con: Connection, user_id: int) -> list[AuthorizationRow]:
+    rows = await con.fetch(
+        "SELECT auth_key_id, hash, api_id, device_model, system_version, app_version, lang_code, ip, created_at, "
+        "active_at FROM authorizations WHERE user_id = $1 ORDER BY active_at DESC", user_id)
+    return [AuthorizationRow(r["auth_key_id"], r["hash"], ClientRow(
+        r["api_id"], r["device_model"], r["system_version"], r["app_version"], r["lang_code"], r["ip"]),
+        r["created_at"], r["active_at"]) for r in rows]
+
+
+async def revoke(con: Connection, user_id: int, hash_: int, *, keep: int) -> int | None:
+    """End the authorization ``hash_`` of ``user_id``: the revoked key id, or None. Never the key ``keep`` (the
+    caller's own, which ends its session with auth.logOut)."""
+    key_id = await con.fetchval(
+        "DELETE FROM authorizations WHERE user_id = $1 AND hash = $2 AND auth_key_id <> $3 RETURNING auth_key_id",
+        user_id, hash_, keep)
+    if key_id is None:
+        return None
+    await con.execute("UPDATE auth_keys SET revoked_at = now() WHERE id = $1", key_id)
+    return int(key_id)

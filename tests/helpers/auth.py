@@ -1,0 +1,150 @@
+"""Real auth-service processes (and gateways wired to them) for tests, on the run's real Postgres and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tests.helpers.gateway import GatewayProcess, free_port
+from tests.helpers.gateway import start_gateway as _start_gateway
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _scrape(port: int, path: str) -> tuple[int, str]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    text = b"".join(chunks).decode()
+    return int(text.split(" ", 2)[1]), text.split("\r\n\r\n", 1)[1]
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the series of ``name`` whose labels include ``labels`` (all of its series when none are given)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        if series != name and not series.startswith(name + "{"):
+            continue
+        if all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+@dataclass
+class AuthProcess:
+    """``python -m services.auth`` on its own ports; ``restart`` brings it back on the same ones."""
+
+    env: dict[str, str]
+    log: Path
+    rpc_port: int
+    metrics_port: int
+    proc: subprocess.Popen[str] | None = None
+    starts: int = 0
+
+    def start(self) -> AuthProcess:
+        self.starts += 1
+        with self.log.open("a") as out:
+            out.write(f"--- start {self.starts} ---\n")
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.auth"], cwd=REPO, env=self.env, text=True,
+                                     stdout=self.log.open("a"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        marker = f"internal RPC on 127.0.0.1:{self.rpc_port}"
+        while time.monotonic() < deadline:
+            text = self.log.read_text().rsplit(f"--- start {self.starts} ---", 1)[-1]
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"auth service exited with {self.proc.returncode}:\n{text}")
+            if marker in text:
+                return self
+            time.sleep(0.05)
+        self.proc.kill()
+        raise RuntimeError(f"auth service did not start in 30 s:\n{self.log.read_text()}")
+
+    def stop(self) -> int | None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return None if self.proc is None else self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing cleaned up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def metrics(self) -> str:
+        return _scrape(self.metrics_port, "/metrics")[1]
+
+    def metric(self, name: str, **labels: str) -> float:
+        return metric_value(self.metrics(), name, **labels)
+
+    def healthz(self) -> int:
+        return _scrape(self.metrics_port, "/healthz")[0]
+
+
+def start_auth(tmp: Path, postgres_dsn: str, redis_url: str, **env: str) -> AuthProcess:
+    tmp.mkdir(parents=True, exist_ok=True)
+    rpc_port, metrics_port = free_port(), free_port()
+    full_env = {
+        **os.environ,
+        "MTLAB_POSTGRES_DSN": postgres_dsn,
+        "MTLAB_REDIS_URL": redis_url,
+        "MTLAB_AUTH_RPC_PORT": str(rpc_port),
+        "MTLAB_AUTH_METRICS_PORT": str(metrics_port),
+        **env,
+    }
+    return AuthProcess(full_env, tmp / "auth.log", rpc_port, metrics_port).start()
+
+
+def start_gateway(tmp: Path, auth: AuthProcess | None, **env: str) -> GatewayProcess:
+    """A gateway in front of ``auth`` (None: standalone), with no handshake rate limit (tests make many keys)."""
+    wired = {"MTLAB_GATEWAY_AUTH_HOST": "127.0.0.1", "MTLAB_GATEWAY_AUTH_PORT": str(auth.rpc_port)} if auth else {}
+    settings = {"MTLAB_GATEWAY_HANDSHAKES_PER_IP": "100000", "MTLAB_GATEWAY_SHUTDOWN_GRACE": "0", **wired, **env}
+    return _start_gateway(tmp, **settings)
+
+
+@dataclass
+class Stack:
+    """A database, a Redis database, an auth service, and (for end-to-end tests) gateways in front of it."""
+
+    tmp: Path
+    postgres_dsn: str
+    redis_url: str
+    auth: AuthProcess
+    dc_port: int  # the first gateway's port: help.getConfig names it, so the auth service is told it up front
+    gateways: list[GatewayProcess] = field(default_factory=list)
+
+    def gateway(self, **env: str) -> GatewayProcess:
+        first = not self.gateways
+        if first:
+            env = {"MTLAB_GATEWAY_PORT": str(self.dc_port), **env}
+        gw = start_gateway(self.tmp / f"gw{len(self.gateways)}", self.auth, **env)
+        if first:
+            gw = replace(gw, port=self.dc_port)
+        self.gateways.append(gw)
+        return gw
+
+    def close(self) -> None:
+        for gw in self.gateways:
+            gw.stop()
+        self.auth.stop()
+
+
+def make_stack(tmp: Path, databases: Any, redis_databases: Any, **env: str) -> Stack:
+    dsn, url, dc_port = databases.create(), redis_databases.create(), free_port()
+    return Stack(tmp, dsn, url, start_auth(tmp, dsn, url, MTLAB_AUTH_DC_PORT=str(dc_port), **env), dc_port)
