@@ -1,7 +1,8 @@
 """The gateway's Prometheus metrics (module-level, fixed label sets, ``mtlab_gateway_<what>_<unit>``).
 
 What an SRE student watches: connections by transport, handshakes by outcome, decryption failures by
-reason, refusals by limit, RPC latency by method and by the service that answered, bytes in and out.
+reason, refusals by limit, RPC latency by method and by the service that answered, rpc_errors by service,
+the auth-key cache, bytes in and out.
 """
 
 from __future__ import annotations
@@ -22,3 +23,9 @@ RPC_SECONDS = Histogram(
 BYTES = Counter("mtlab_gateway_bytes_total", "Bytes on client connections", ["direction"])
 SESSIONS = Gauge("mtlab_gateway_sessions", "MTProto sessions held in memory")
 AUTH_KEYS = Gauge("mtlab_gateway_auth_keys", "Auth keys known to this gateway")
+KEY_CACHE = Counter("mtlab_gateway_key_cache_total", "Auth-key record cache: hit, miss, invalidated, resync",
+                    ["result"])
+KEY_CACHE_SIZE = Gauge("mtlab_gateway_key_cache_size", "Auth-key records cached in this process")
+RPC_ERRORS = Counter("mtlab_gateway_rpc_errors_total", "rpc_error answers, by service and error (digits as X)",
+                     ["service", "error"])
+CALLS_IN_FLIGHT = Gauge("mtlab_gateway_calls_in_flight", "RPCs forwarded to services and not answered yet")

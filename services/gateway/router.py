@@ -1,23 +1,40 @@
-"""What the gateway does with one query: peel the wrappers, then answer or route by method.
+"""What the gateway does with one query: peel the wrappers, then answer at the edge or route by method.
 
 core.telegram.org/api/invoking: any call may be wrapped in invokeWithLayer, initConnection,
 invokeWithoutUpdates and invokeAfterMsg(s), in any nesting. The gateway handles them at the edge: it reads
 the wrappers' own fields (the layer, the client's device and app) and keeps the inner query as raw bytes,
-which it routes by constructor id without decoding. Methods the lab does not implement (yet) get a clear
-``400 INPUT_METHOD_INVALID`` naming the method.
+which it routes by constructor id without decoding.
 
-Until the services exist the gateway answers the few methods a client needs to connect itself:
-help.getConfig, and updates.getState with ``401 AUTH_KEY_UNREGISTERED`` (no one can sign in yet, which is
-exactly how a stock client learns it must sign in).
+What the gateway answers itself (``answer_at_edge``), in this order:
+1. a query it cannot even name: ``400 INPUT_METHOD_INVALID``;
+2. ping and ping_delay_disconnect inside a wrapper: pong;
+3. a method outside auth./help./langpack. from a key that is not signed in: ``401 AUTH_KEY_UNREGISTERED``, or
+   ``401 SESSION_REVOKED`` when another device ended its authorization (core.telegram.org/api/auth); when the
+   key's state cannot be known (the auth service is down): ``500 SERVICE_UNAVAILABLE``;
+4. a method no service owns: ``400 INPUT_METHOD_INVALID_<NAME>`` (the hex id for methods outside the schema).
+Everything else goes to its owning service (``SERVICE_BY_NAMESPACE``, ``SERVICE_BY_METHOD``) over internal RPC
+(``forward``), whose answer or rpc_error goes back as it came. When the service cannot be reached the client gets
+``500 SERVICE_UNAVAILABLE``, and ``500 RPC_TIMEOUT`` when it does not answer within the gateway's timeout: as for
+any 500, stock clients wait and try again (Telethon after 2 s), and the next call after the service returns goes
+through.
+
+A gateway started without services (its own tests) answers help.getConfig itself with the auth service's
+answer (``services.auth.dc``), so a client can still connect; nobody can sign in.
 """
 
 from __future__ import annotations
 
-import time
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import anyio
+
 from mtproto.tl import api, mt
+from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import Reader, TLDecodeError, class_for_id
+from services.auth import dc
+from services.common.rpc import RpcClient, RpcError, ServiceUnavailable
 
 _INVOKE_WITH_LAYER = api.functions.InvokeWithLayer.CONSTRUCTOR_ID
 _INIT_CONNECTION = api.functions.InitConnection.CONSTRUCTOR_ID
@@ -90,19 +107,45 @@ def error(code: int, message: str) -> Answer:
 #: needs an authorized key, and that check comes before the method is even looked up.
 NO_AUTH_NAMESPACES = ("auth.", "help.", "langpack.", "ping", "ping_delay_disconnect")
 
+#: Which service owns which methods. updates.getState/getDifference live in the auth service until the updates
+#: service exists (they answer an empty state: there is no update log yet).
+SERVICE_BY_NAMESPACE = {"auth": "auth", "account": "auth", "users": "auth", "help": "auth"}
+SERVICE_BY_METHOD = {"updates.getState": "auth", "updates.getDifference": "auth"}
+
+#: Methods that change the calling key's own sign-in state: the gateway drops its cached record when one
+#: answers, so the key's next request sees the change even before keys.watch reports it.
+CHANGES_OWN_KEY = frozenset({"auth.signIn", "auth.signUp", "auth.logOut"})
+
 
 def needs_authorization(name: str) -> bool:
     return not name.startswith(NO_AUTH_NAMESPACES)
 
 
-def answer_locally(
-    query: bytes, msg_id: int, *, dc_id: int, port: int, authorized: bool = False, now: float | None = None
-) -> Answer:
-    """The gateway's own answers until the services own these methods.
+def service_for(name: str) -> str | None:
+    if name in SERVICE_BY_METHOD:
+        return SERVICE_BY_METHOD[name]
+    namespace, dot, _ = name.partition(".")
+    return SERVICE_BY_NAMESPACE.get(namespace) if dot else None
 
-    No key can be signed in before the auth service exists, so every method that needs authorization gets
-    ``401 AUTH_KEY_UNREGISTERED``: that is how a stock client (which asks ``users.getUsers([inputUserSelf])``
-    or ``updates.getState`` right after connecting) learns it must sign in.
+
+def _unknown(name: str) -> Answer:
+    return error(400, f"INPUT_METHOD_INVALID_{name.upper().replace('.', '_')}")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """What the gateway knows about the calling key's sign-in state."""
+
+    known: bool = True  # False: the auth service could not be asked (the record may be stale)
+    user_id: int | None = None
+    revoked: bool = False
+
+
+def answer_at_edge(query: bytes, msg_id: int, key: KeyState, *, routed: bool, dc_id: int, port: int,
+                   now: int) -> Answer | None:
+    """The gateway's own answer to ``query``, or None when it must go to its service (see the module docs).
+
+    ``routed``: services are configured; without them, help.getConfig is answered here and nothing is routed.
     """
     name = method_name(query)
     if name == "malformed":
@@ -116,23 +159,47 @@ def answer_locally(
             return error(400, "INPUT_METHOD_INVALID")
         if isinstance(ping, (mt.functions.Ping, mt.functions.PingDelayDisconnect)):
             return Answer(mt.types.Pong(msg_id=msg_id, ping_id=ping.ping_id).to_bytes())
-    if needs_authorization(name) and not authorized:
-        return error(401, "AUTH_KEY_UNREGISTERED")
-    if name == "help.getConfig":
-        return Answer(config(dc_id, port, int(now if now is not None else time.time())).to_bytes())
-    return error(400, f"INPUT_METHOD_INVALID_{name.upper().replace('.', '_')}")
+    if needs_authorization(name):
+        if not key.known:
+            return error(500, "SERVICE_UNAVAILABLE")
+        if key.user_id is None:
+            return error(401, "SESSION_REVOKED" if key.revoked else "AUTH_KEY_UNREGISTERED")
+    if not routed:
+        if name == "help.getConfig":
+            return Answer(dc.config(dc_id, "127.0.0.1", port, now).to_bytes())
+        return _unknown(name)
+    if service_for(name) is None:
+        return _unknown(name)
+    return None
 
 
-def config(dc_id: int, port: int, now: int) -> api.types.Config:
-    return api.types.Config(
-        date=now, expires=now + 3600, test_mode=True, this_dc=dc_id,
-        dc_options=[api.types.DcOption(id=dc_id, ip_address="127.0.0.1", port=port)],
-        dc_txt_domain_name="", chat_size_max=200, megagroup_size_max=200000, forwarded_count_max=100,
-        online_update_period_ms=210000, offline_blur_timeout_ms=5000, offline_idle_timeout_ms=30000,
-        online_cloud_timeout_ms=300000, notify_cloud_delay_ms=30000, notify_default_delay_ms=1500,
-        push_chat_period_ms=60000, push_chat_limit=2, edit_time_limit=172800, revoke_time_limit=2147483647,
-        revoke_pm_time_limit=2147483647, rating_e_decay=2419200, stickers_recent_limit=200,
-        channels_read_media_period=604800, call_receive_timeout_ms=20000, call_ring_timeout_ms=90000,
-        call_connect_timeout_ms=30000, call_packet_timeout_ms=10000, me_url_prefix="https://t.me/",
-        caption_length_max=1024, message_length_max=4096, webfile_dc_id=dc_id,
-    )
+class Router:
+    """The internal RPC clients of the services this gateway routes to (none: the gateway runs alone)."""
+
+    def __init__(self, services: Mapping[str, RpcClient], *, timeout: float) -> None:
+        self.services = dict(services)
+        self.timeout = timeout
+
+    @property
+    def routed(self) -> bool:
+        return bool(self.services)
+
+    async def forward(self, service: str, query: bytes, ctx: rpc.Context) -> Answer:
+        """The service's answer to ``query``: its result or rpc_error, or the gateway's 500 when it fails."""
+        client = self.services.get(service)
+        if client is None:
+            return error(500, "SERVICE_UNAVAILABLE")
+        try:
+            with anyio.fail_after(self.timeout):
+                return Answer(await client.call(query, ctx))
+        except ServiceUnavailable:
+            return error(500, "SERVICE_UNAVAILABLE")
+        except RpcError as exc:
+            return error(exc.code, exc.message)
+        except TimeoutError:
+            return error(500, "RPC_TIMEOUT")
+
+
+def error_label(message: str) -> str:
+    """An error name fit for a metric label: FLOOD_WAIT_37 -> FLOOD_WAIT_X."""
+    return re.sub(r"\d+", "X", message)

@@ -6,12 +6,22 @@ so a slow reader never blocks the loop that reads its requests). Each connection
 ``open_message`` -> ``ServerSession`` (held per (auth key, session id), so a client that reconnects keeps its
 session) -> the router -> ``data_to_send`` -> the transport.
 
+A call the router sends to a service runs as its own task in the connection's nursery: the reader goes on
+reading (pings, acks, more calls) while services work, and each answer is queued through the session when it
+comes. At most ``calls_per_connection`` calls wait per connection; beyond that the reader pauses (back-pressure
+on that one client). rpc_drop_answer cancels a call still waiting; invokeAfterMsg waits for the named call if it
+still runs here. Auth keys come from the ``KeyStore`` (``keys.py``): the auth service with a cache, or memory
+when the gateway runs alone.
+
 Limits, each with a metric and a clear outcome:
 - connections beyond ``max_connections``: -429, then close;
 - a frame above ``max_frame``: -404 from the length header alone, before the payload is read;
 - handshakes per client IP per second above ``handshakes_per_ip``: -429;
 - no auth key after ``handshake_timeout`` seconds, or no byte for ``idle_timeout``: close;
-- more than ``session_queue`` messages waiting to be written: close (the client is not reading).
+- more than ``session_queue`` messages waiting to be written: close (the client is not reading);
+- the auth service unreachable: a connection whose key this process already holds keeps working (calls that
+  need the service get ``500 SERVICE_UNAVAILABLE``); a key it cannot look up closes the connection silently (no
+  -404, which would make the client throw a good key away), and so does a handshake whose key cannot be stored.
 A protocol error closes that one connection with its transport error; every other connection goes on.
 SIGINT/SIGTERM stop accepting and give open connections ``shutdown_grace`` seconds to finish.
 """
@@ -34,15 +44,20 @@ from mtproto.crypto import rsa
 from mtproto.errors import RemoteProtocolError, TransportErrorCode
 from mtproto.session import SaltPolicy, ServerSession, open_message
 from mtproto.session.msgid import MAX_FUTURE, MAX_PAST
-from mtproto.session.server import DisconnectAfter, Rejected, RpcCall
+from mtproto.session.server import DisconnectAfter, Rejected, RpcCall, RpcDropped
+from mtproto.tl.internal.types import rpc
 from mtproto.transport import NEED_DATA, Frame, ServerTransport, TransportKind
 from services.common.config import GatewayConfig, gateway_config
 from services.common.http import serve_http
+from services.common.rpc import RpcClient
 from services.gateway import metrics, router
 from services.gateway.keys import (
+    AuthServiceKeyStore,
     KeyStore,
+    KeyStoreUnavailable,
     MemoryKeyStore,
     StoredKey,
+    key_id_int,
     load_or_create_rsa_key,
     load_or_create_salt_secret,
 )
@@ -75,6 +90,7 @@ class Gateway:
     rsa_key: rsa.RsaKey
     salts: SaltPolicy
     keys: KeyStore = field(default_factory=MemoryKeyStore)
+    routes: router.Router = field(default_factory=lambda: router.Router({}, timeout=30.0))
 
     def __post_init__(self) -> None:
         self.handshake_config = handshake.ServerConfig(rsa_keys=(self.rsa_key,), dc_id=self.config.dc_id)
@@ -88,9 +104,12 @@ class Gateway:
         self.stopped = trio.Event()
 
     @classmethod
-    def from_config(cls, config: GatewayConfig) -> Gateway:
+    def from_config(cls, config: GatewayConfig, keys: KeyStore | None = None,
+                    routes: router.Router | None = None) -> Gateway:
         data = config.data_dir
-        return cls(config, load_or_create_rsa_key(data), SaltPolicy(load_or_create_salt_secret(data)))
+        return cls(config, load_or_create_rsa_key(data), SaltPolicy(load_or_create_salt_secret(data)),
+                   keys if keys is not None else MemoryKeyStore(),
+                   routes if routes is not None else router.Router({}, timeout=config.rpc_timeout))
 
     # -- limits -----------------------------------------------------------------------------------------
 
@@ -205,6 +224,14 @@ class Connection:
         self.kind_label = "unknown"
         self._plain_ids = 0
         self._send, self._outbox = trio.open_memory_channel[bytes](self.config.session_queue)
+        self.stored: StoredKey | None = None  # the key this connection last used: still usable if the store is down
+        self.layer = 0  # from invokeWithLayer, for this connection (clients repeat it after reconnecting)
+        self.client_info = rpc.ClientInfo(api_id=0, device_model="", system_version="", app_version="", lang_code="",
+                                          ip=self.peer)
+        self._slots = trio.Semaphore(self.config.calls_per_connection)
+        self._calls: trio.Nursery | None = None
+        self._inflight: dict[int, trio.CancelScope] = {}
+        self._running: dict[int, trio.Event] = {}
 
     @property
     def padded(self) -> bool:
@@ -216,7 +243,10 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer)
                 try:
-                    await self._reader(over_limit)
+                    async with trio.open_nursery() as calls:
+                        self._calls = calls
+                        await self._reader(over_limit)
+                        calls.cancel_scope.cancel()  # the client is gone: nobody is left to read those answers
                 finally:
                     self._send.close()
         except trio.Cancelled:
@@ -241,6 +271,19 @@ class Connection:
             self._send.send_nowait(data)
         except trio.WouldBlock:
             raise _Refused("outgoing queue full (the client does not read)", None) from None
+        except trio.ClosedResourceError:
+            pass  # the connection is closing: a late answer has nowhere to go
+
+    def _flush(self, session: ServerSession) -> None:
+        for out in session.data_to_send(time.time()):
+            self._queue(self.transport.send_frame(out))
+
+    def _abort(self, refused: _Refused) -> None:
+        """A limit hit outside the reader (an answer arriving for a client that does not read): close now."""
+        metrics.REFUSED.labels(refused.reason.split(" ")[0]).inc()
+        self._send.close()
+        if self._calls is not None:
+            self._calls.cancel_scope.cancel()
 
     async def _reader(self, over_limit: bool) -> None:
         while True:
@@ -299,7 +342,7 @@ class Connection:
         if payload[:8] == bytes(8):
             await self._plain(payload)
             return
-        stored = await self.gateway.keys.get(payload[:8])
+        stored, known = await self._lookup(payload[:8])
         now = time.time()
         if stored is None or (stored.expires_in is not None and now > stored.created_at + stored.expires_in):
             # An expired temporary key is as unknown as one never made: the client must create a new one.
@@ -313,31 +356,105 @@ class Connection:
         if not self.has_key:
             self.has_key = True
             self.handshake_deadline = math.inf
+        self.stored = stored
         session = self.gateway.session_for(stored, msg.session_id, now)
         for event in session.receive(msg, now):
             if isinstance(event, RpcCall):
-                self._call(session, event)
+                await self._call(session, stored, known, event)
             elif isinstance(event, Rejected):
                 metrics.BAD_MSGS.labels(str(int(event.code))).inc()
             elif isinstance(event, DisconnectAfter):
                 # ping_delay_disconnect: close unless the next one arrives within the delay (each resets it).
                 self.disconnect_deadline = trio.current_time() + max(event.seconds, 1)
-        for out in session.data_to_send(time.time()):
-            self._queue(self.transport.send_frame(out))
+            elif isinstance(event, RpcDropped) and event.req_msg_id in self._inflight:
+                self._inflight[event.req_msg_id].cancel()  # the session already answered rpc_answer_unknown
+        self._flush(session)
 
-    def _call(self, session: ServerSession, call: RpcCall) -> None:
+    async def _lookup(self, key_id: bytes) -> tuple[StoredKey | None, bool]:
+        """The key's record and whether it is current (False: the store is unreachable, this is our last copy)."""
+        try:
+            with trio.fail_after(self.config.rpc_timeout):
+                return await self.gateway.keys.get(key_id), True
+        except (KeyStoreUnavailable, trio.TooSlowError):
+            if self.stored is not None and self.stored.key.id == key_id:
+                return self.stored, False
+            metrics.DECRYPT_FAILURES.labels("key_store_unavailable").inc()
+            # Silently: -404 would tell the client its key is gone, and it would throw a good key away.
+            raise RemoteProtocolError("the key store is unreachable", None) from None
+
+    def _answer(self, session: ServerSession, msg_id: int, answer: router.Answer) -> None:
+        if answer.result is not None:
+            session.send_result(msg_id, answer.result)
+        else:
+            session.send_error(msg_id, answer.error_code, answer.error_message)
+
+    async def _call(self, session: ServerSession, stored: StoredKey, known: bool, call: RpcCall) -> None:
         started = time.perf_counter()
         try:
-            query, _ctx = router.peel(call.body)
+            query, wrappers = router.peel(call.body)
         except RemoteProtocolError:
             session.send_error(call.msg_id, 400, "INPUT_METHOD_INVALID")
             return
-        answer = router.answer_locally(query, call.msg_id, dc_id=self.config.dc_id, port=self.gateway.port)
-        if answer.result is not None:
-            session.send_result(call.msg_id, answer.result)
-        else:
-            session.send_error(call.msg_id, answer.error_code, answer.error_message)
-        metrics.RPC_SECONDS.labels(router.method_name(query), "gateway").observe(time.perf_counter() - started)
+        if wrappers.layer is not None:
+            self.layer = wrappers.layer
+        if wrappers.app:
+            app = wrappers.app
+            self.client_info = rpc.ClientInfo(
+                api_id=int(app["api_id"]), device_model=str(app["device_model"]),
+                system_version=str(app["system_version"]), app_version=str(app["app_version"]),
+                lang_code=str(app["lang_code"]), ip=self.peer)
+        name = router.method_name(query)
+        state = router.KeyState(known, stored.user_id, stored.revoked)
+        answer = router.answer_at_edge(query, call.msg_id, state, routed=self.gateway.routes.routed,
+                                       dc_id=self.config.dc_id, port=self.gateway.port, now=int(time.time()))
+        if answer is not None:
+            self._answer(session, call.msg_id, answer)
+            if answer.result is None:
+                metrics.RPC_ERRORS.labels("gateway", router.error_label(answer.error_message)).inc()
+            metrics.RPC_SECONDS.labels(name, "gateway").observe(time.perf_counter() - started)
+            return
+        service = router.service_for(name) or ""
+        ctx = rpc.Context(user_id=stored.user_id, auth_key_id=key_id_int(stored.key.id),
+                          session_id=session.session_id, layer=self.layer,
+                          trace_id=int.from_bytes(os.urandom(8), "little") >> 1, client=self.client_info)
+        await self._slots.acquire()  # at the limit, this connection's reader waits for an answer first
+        if self._calls is None:  # run() opened the nursery before reading: only a bug gets here
+            raise RuntimeError("connection has no call nursery")
+        log.debug("%s -> %s trace=%x", name, service, ctx.trace_id)
+        self._calls.start_soon(self._routed, session, stored.key.id, call.msg_id, query, name, service, ctx,
+                               wrappers.after, started)
+
+    async def _routed(self, session: ServerSession, key_id: bytes, msg_id: int, query: bytes, name: str,
+                      service: str, ctx: rpc.Context, after: tuple[int, ...], started: float) -> None:
+        done = trio.Event()
+        self._running[msg_id] = done
+        metrics.CALLS_IN_FLIGHT.inc()
+        try:
+            with trio.CancelScope() as scope:
+                self._inflight[msg_id] = scope
+                for earlier in after:  # invokeAfterMsg(s): the named call must finish first, if it runs here
+                    pending = self._running.get(earlier)
+                    if pending is not None and pending is not done:
+                        await pending.wait()
+                answer = await self.gateway.routes.forward(service, query, ctx)
+        finally:
+            self._inflight.pop(msg_id, None)
+            self._running.pop(msg_id, None)
+            done.set()
+            self._slots.release()
+            metrics.CALLS_IN_FLIGHT.dec()
+        if scope.cancelled_caught:
+            return  # rpc_drop_answer
+        if name in router.CHANGES_OWN_KEY:
+            self.gateway.keys.forget(key_id)  # the key's next request must see its new sign-in state
+        if answer.result is None:
+            metrics.RPC_ERRORS.labels(service, router.error_label(answer.error_message)).inc()
+        metrics.RPC_SECONDS.labels(name, service).observe(time.perf_counter() - started)
+        self._answer(session, msg_id, answer)
+        try:
+            self._flush(session)
+        except _Refused as refused:
+            self._abort(refused)
 
     async def _plain(self, payload: bytes) -> None:
         _, body = handshake.unpack_plain(payload, padded=self.padded)
@@ -355,7 +472,12 @@ class Connection:
         created = self.handshake.created
         if created is not None:
             # Stored before dh_gen_ok leaves: the client may use the key on another connection at once.
-            await self.gateway.keys.put(created)
+            try:
+                with trio.fail_after(self.config.rpc_timeout):
+                    await self.gateway.keys.put(created)
+            except (KeyStoreUnavailable, trio.TooSlowError):
+                metrics.HANDSHAKES.labels("store_failed").inc()
+                raise RemoteProtocolError("the new auth key could not be stored", None) from None
             self.handshake.created = None
             self.handshake = None
             self.handshake_deadline = math.inf
@@ -367,13 +489,27 @@ class Connection:
 
 
 async def main(config: GatewayConfig) -> None:
-    gateway = Gateway.from_config(config)
+    if not config.auth_host:
+        log.info("no auth service configured (MTLAB_GATEWAY_AUTH_HOST): keys in memory, nobody can sign in")
+        await _run(config, Gateway.from_config(config))
+        return
+    # RpcClient is anyio: it runs on trio here, and keeps reconnecting while the service is away.
+    async with RpcClient("auth", config.auth_host, config.auth_port) as auth:
+        keys = AuthServiceKeyStore(auth, size=config.key_cache_size)
+        gateway = Gateway.from_config(config, keys, router.Router({"auth": auth}, timeout=config.rpc_timeout))
+        await _run(config, gateway, keys)
+
+
+async def _run(config: GatewayConfig, gateway: Gateway, keys: AuthServiceKeyStore | None = None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve_http, config.host, config.metrics_port)
+            if keys is not None:
+                nursery.start_soon(keys.watch)
             port = await nursery.start(gateway.serve)
+            services = f", auth service at {config.auth_host}:{config.auth_port}" if keys is not None else ""
             print(f"mtlab gateway: MTProto on {config.host}:{port} (dc {config.dc_id}), "
-                  f"metrics on http://{config.host}:{config.metrics_port}/metrics", flush=True)
+                  f"metrics on http://{config.host}:{config.metrics_port}/metrics{services}", flush=True)
 
             async def stop_on_signal() -> None:
                 async for signum in signals:

@@ -30,8 +30,10 @@ def trust(gateway: GatewayProcess) -> None:
 async def session(gateway: GatewayProcess, kind: str) -> list[object]:
     s = MemorySession()
     s.set_dc(2, "127.0.0.1", gateway.port)
+    # One retry: Telethon 1.45 drops leading zero bytes of the DH result (rsa.get_byte_array), so about one
+    # handshake in 256 (a key starting with a zero byte) fails on its side with "invalid new nonce hash".
     client = TelegramClient(s, 1, "lab", connection=CONNECTIONS[kind], receive_updates=False,
-                            connection_retries=0, request_retries=1)
+                            connection_retries=1, request_retries=1)
     await asyncio.wait_for(client.connect(), 30)
     try:
         authorized = await client.is_user_authorized()
@@ -47,6 +49,7 @@ def test_telethon_connects_creates_a_key_and_is_told_to_sign_in(gateway: Gateway
     trust(gateway)
     before = gateway.metric("mtlab_gateway_handshakes_total", result="ok")
     assert asyncio.run(session(gateway, kind)) == [False, 2, gateway.port, 77]
-    assert gateway.metric("mtlab_gateway_handshakes_total", result="ok") == before + 1
+    # one key made (two in the 1-in-256 case where Telethon miscomputed the first: see session())
+    assert gateway.metric("mtlab_gateway_handshakes_total", result="ok") in (before + 1, before + 2)
     # Telethon starts with salt 0: the gateway's bad_server_salt taught it the real one
     assert gateway.metric("mtlab_gateway_bad_msg_total", code="48") >= 1
