@@ -27,25 +27,10 @@ from mtproto.session.server import RpcCall
 from mtproto.tl import LAYER, api, mt
 from mtproto.tl.runtime import Reader, TLDecodeError, TLFunction, TLObject
 from mtproto.transport import NEED_DATA, ClientTransport, Frame, ServerTransport, TransportError, TransportKind
+from services.auth import dc
 
 RandBytes = Callable[[int], bytes]
 Clock = Callable[[], float]
-
-
-def demo_config(now: int, dc_id: int) -> api.types.Config:
-    """The answer to help.getConfig until the auth service owns it."""
-    return api.types.Config(
-        date=now, expires=now + 3600, test_mode=True, this_dc=dc_id,
-        dc_options=[api.types.DcOption(id=dc_id, ip_address="127.0.0.1", port=4430)],
-        dc_txt_domain_name="", chat_size_max=200, megagroup_size_max=200000, forwarded_count_max=100,
-        online_update_period_ms=210000, offline_blur_timeout_ms=5000, offline_idle_timeout_ms=30000,
-        online_cloud_timeout_ms=300000, notify_cloud_delay_ms=30000, notify_default_delay_ms=1500,
-        push_chat_period_ms=60000, push_chat_limit=2, edit_time_limit=172800, revoke_time_limit=2147483647,
-        revoke_pm_time_limit=2147483647, rating_e_decay=2419200, stickers_recent_limit=200,
-        channels_read_media_period=604800, call_receive_timeout_ms=20000, call_ring_timeout_ms=90000,
-        call_connect_timeout_ms=30000, call_packet_timeout_ms=10000, me_url_prefix="https://t.me/",
-        caption_length_max=1024, message_length_max=4096, webfile_dc_id=dc_id,
-    )
 
 
 def _unwrap(query: TLObject) -> TLObject:
@@ -127,7 +112,8 @@ class PairServer:
             return
         self.log.append(f"server: rpc {query.TL_NAME}")
         if isinstance(query, api.functions.help.GetConfig):
-            session.send_result(call.msg_id, demo_config(int(now), self.config.dc_id).to_bytes())
+            config = dc.config(self.config.dc_id, "127.0.0.1", 4430, int(now))
+            session.send_result(call.msg_id, config.to_bytes())
         else:
             session.send_error(call.msg_id, 400, "METHOD_NOT_IMPLEMENTED")
 

@@ -68,7 +68,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mtlab import servers
 from mtlab.servers import ServerInfo
-from services.common.config import GatewayConfig, load
+from services.common.config import AuthConfig, GatewayConfig, load
 
 STATE_FILE = "supervisor.json"
 LOCK_FILE = "supervisor.lock"
@@ -179,13 +179,24 @@ def _gateway_check(endpoint: Endpoint) -> str:
 
 
 SERVICES: tuple[Service, ...] = (
+    # auth first: the gateway's start-up check asks help.getConfig, which the auth service answers.
+    Service(
+        name="auth", module="services.auth", prefix="AUTH", config=AuthConfig,
+        ports=(Port("rpc_port", "internal RPC (the gateways connect here)"),
+               Port("metrics_port", "HTTP /metrics and /healthz")),
+        protocol="internal RPC", address_port="rpc_port",
+        # help.getConfig tells clients where the gateway is
+        env=lambda stack: {"MTLAB_AUTH_DC_HOST": stack["gateway"].host,
+                           "MTLAB_AUTH_DC_PORT": str(stack["gateway"].ports["port"])},
+    ),
     Service(
         name="gateway", module="services.gateway", prefix="GATEWAY", config=GatewayConfig,
         ports=(Port("port", "MTProto TCP port, every transport"), Port("metrics_port", "HTTP /metrics and /healthz")),
         protocol="MTProto", prepare=_gateway_prepare, check=_gateway_check,
+        env=lambda stack: {"MTLAB_GATEWAY_AUTH_HOST": stack["auth"].host,
+                           "MTLAB_GATEWAY_AUTH_PORT": str(stack["auth"].ports["rpc_port"])},
     ),
-    # Next: auth, messages, media, updates, one entry each, e.g.
-    # Service("auth", "services.auth", "AUTH", AuthConfig, ports=(...), protocol="internal RPC"),
+    # Next: messages, media, updates, one entry each.
 )
 
 

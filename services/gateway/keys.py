@@ -16,8 +16,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -42,10 +44,23 @@ SALT_FILE = "salt_secret"
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` (owner-only) with ``data`` unless another process got there first.
+
+    Two processes may start on a fresh data dir at once (two gateway replicas, the gateway and `mtlab key`):
+    each writes a private temporary file and links it into place; ``link`` fails if the name exists, so the
+    first one wins and the others read its key instead of crashing or overwriting it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
 
 
 def load_or_create_rsa_key(data_dir: Path) -> rsa.RsaKey:

@@ -197,6 +197,10 @@ class Gateway:
     def stop(self) -> None:
         self._accepting.cancel()
 
+    def accepting(self) -> bool:
+        """Healthy: the listener is up and no shutdown has begun."""
+        return not self._accepting.cancel_called
+
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.open_connections += 1
         try:
@@ -503,10 +507,11 @@ async def main(config: GatewayConfig) -> None:
 async def _run(config: GatewayConfig, gateway: Gateway, keys: AuthServiceKeyStore | None = None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve_http, config.host, config.metrics_port)
             if keys is not None:
                 nursery.start_soon(keys.watch)
             port = await nursery.start(gateway.serve)
+            # /healthz only once the MTProto port is bound, and unhealthy from the moment shutdown begins.
+            nursery.start_soon(serve_http, config.host, config.metrics_port, gateway.accepting)
             services = f", auth service at {config.auth_host}:{config.auth_port}" if keys is not None else ""
             print(f"mtlab gateway: MTProto on {config.host}:{port} (dc {config.dc_id}), "
                   f"metrics on http://{config.host}:{config.metrics_port}/metrics{services}", flush=True)

@@ -79,7 +79,10 @@ def start_gateway(tmp: Path, **env: str) -> GatewayProcess:
         if proc.poll() is not None:
             raise RuntimeError(f"gateway exited with {proc.returncode}:\n{log.read_text()}")
         if re.search(r"MTProto on \S+:\d+", log.read_text()):
-            return GatewayProcess(proc, port, metrics_port, tmp / "data", log)
+            # What the process really uses: ``env`` may have overridden the ports and the data dir.
+            return GatewayProcess(proc, int(full_env["MTLAB_GATEWAY_PORT"]),
+                                  int(full_env["MTLAB_GATEWAY_METRICS_PORT"]), Path(full_env["MTLAB_GATEWAY_DATA_DIR"]),
+                                  log)
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"gateway did not start in 30 s:\n{log.read_text()}")

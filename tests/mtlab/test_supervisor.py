@@ -57,8 +57,10 @@ def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
     # A developer's configured servers or gateway knobs must not leak into these stacks.
     env = {k: v for k, v in os.environ.items()
            if k not in (servers.POSTGRES_ENV, servers.REDIS_ENV, servers.POSTGRES_OS_USER_ENV)
-           and not k.startswith("MTLAB_GATEWAY_")}
-    return env | {servers.DATA_DIR_ENV: str(data_dir), "MTLAB_GATEWAY_SHUTDOWN_GRACE": "2"} | extra
+           and not k.startswith(("MTLAB_GATEWAY_", "MTLAB_AUTH_"))}
+    # The auth service's ports: 0 lets the supervisor pick free ones (stacks of parallel tests never collide).
+    return env | {servers.DATA_DIR_ENV: str(data_dir), "MTLAB_GATEWAY_SHUTDOWN_GRACE": "2",
+                  "MTLAB_AUTH_RPC_PORT": "0", "MTLAB_AUTH_METRICS_PORT": "0"} | extra
 
 
 def processes_of(data_dir: Path) -> list[int]:
@@ -190,7 +192,7 @@ def test_detached_up_reports_every_endpoint_healthy(stack: Stack) -> None:
     assert code == 0, report
     assert report["running"] and report["healthy"] and report["supervisor"]["detached"]
     by_name = {e["name"]: e for e in report["endpoints"]}
-    assert set(by_name) == {"gateway", "postgres", "redis"}
+    assert set(by_name) == {"auth", "gateway", "postgres", "redis"}
     assert all(e["healthy"] and e["status"] == "healthy" for e in by_name.values())
     gateway = by_name["gateway"]
     assert gateway["address"] == f"127.0.0.1:{stack.port}"
@@ -351,7 +353,7 @@ def test_a_gateway_that_keeps_crashing_is_given_up_on(fresh: Stack) -> None:
     killed: set[int] = set()
 
     def crash_until_given_up() -> bool:
-        gateway = fresh.state()["services"][0]
+        gateway = next(s for s in fresh.state()["services"] if s["name"] == "gateway")
         if gateway["status"] == "failed":
             return True
         if gateway["pid"] and gateway["pid"] not in killed:
