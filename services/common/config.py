@@ -28,6 +28,7 @@ class GatewayConfig:
 
     host: str = _knob("127.0.0.1", "address the MTProto TCP listener binds")
     port: int = _knob(4430, "MTProto TCP port (every transport, auto-detected)")
+    ws_port: int = _knob(4440, "MTProto over WebSocket port (binary messages, obfuscation required); 0: any free")
     metrics_port: int = _knob(9430, "HTTP port of /metrics and /healthz")
     dc_id: int = _knob(2, "the DC id this gateway serves (obfuscated clients name it)")
     data_dir: Path = _knob(Path(".mtlab"), "where the RSA key and salt secret live (relative to the cwd)")  # noqa: RUF009

@@ -23,19 +23,27 @@ Limits, each with a metric and a clear outcome:
   need the service get ``500 SERVICE_UNAVAILABLE``); a key it cannot look up closes the connection silently (no
   -404, which would make the client throw a good key away), and so does a handshake whose key cannot be stored.
 A protocol error closes that one connection with its transport error; every other connection goes on.
+
+Two listeners feed the same ``Connection``: ``port`` (MTProto over TCP) and ``ws_port`` (MTProto over WebSocket,
+``websocket.py``). A connection only needs a ``ByteStream`` (``receive_some``/``send_all``/``aclose``): a trio
+``SocketStream``, or a ``WebSocketStream`` whose binary messages concatenated are the same byte stream. Over
+WebSocket obfuscation is required (a plain stream is closed with 1002), and metric labels get ``+ws``.
 SIGINT/SIGTERM stop accepting and give open connections ``shutdown_grace`` seconds to finish.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
 import signal
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -50,7 +58,7 @@ from mtproto.transport import NEED_DATA, Frame, ServerTransport, TransportKind
 from services.common.config import GatewayConfig, gateway_config
 from services.common.http import serve_http
 from services.common.rpc import RpcClient
-from services.gateway import metrics, router
+from services.gateway import metrics, router, websocket
 from services.gateway.keys import (
     AuthServiceKeyStore,
     KeyStore,
@@ -67,6 +75,16 @@ log = logging.getLogger("mtlab.gateway")
 MAX_SESSIONS = 100_000
 MAX_SESSIONS_PER_KEY = 64
 MAX_TOMBSTONES = 1_000_000
+
+
+class ByteStream(Protocol):
+    """What a ``Connection`` reads and writes: a trio ``SocketStream`` or a ``websocket.WebSocketStream``."""
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class _Refused(Exception):
@@ -100,6 +118,7 @@ class Gateway:
         self.open_connections = 0
         self._buckets: dict[str, _Bucket] = {}
         self.port = self.config.port  # the bound port (differs when the config asks for 0)
+        self.ws_port = self.config.ws_port
         self._accepting = trio.CancelScope()
         self.stopped = trio.Event()
 
@@ -180,13 +199,19 @@ class Gateway:
         """
         listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
         self.port = listeners[0].socket.getsockname()[1]
-        log.info("gateway listening on %s:%d (dc %d)", self.config.host, self.port, self.config.dc_id)
+        ws_listeners = await trio.open_tcp_listeners(self.config.ws_port, host=self.config.host)
+        self.ws_port = ws_listeners[0].socket.getsockname()[1]
+        log.info("gateway listening on %s:%d, WebSocket on %d (dc %d)", self.config.host, self.port, self.ws_port,
+                 self.config.dc_id)
         try:
             async with trio.open_nursery() as connections:
                 with self._accepting:
                     task_status.started(self.port)
-                    await trio.serve_listeners(self._handle, listeners, handler_nursery=connections)
-                for listener in listeners:
+                    async with trio.open_nursery() as accepting:
+                        for handler, group in ((self._handle, listeners), (self._handle_ws, ws_listeners)):
+                            accepting.start_soon(functools.partial(
+                                trio.serve_listeners, handler, group, handler_nursery=connections))
+                for listener in [*listeners, *ws_listeners]:
                     await listener.aclose()
                 log.info("stopped accepting; %d connections get %.0fs to finish", self.open_connections,
                          self.config.shutdown_grace)
@@ -204,22 +229,47 @@ class Gateway:
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.open_connections += 1
         try:
-            await Connection(self, stream).run()
+            await Connection(self, stream, _peer(stream)).run()
+        finally:
+            self.open_connections -= 1
+
+    async def _handle_ws(self, stream: trio.SocketStream) -> None:
+        """A WebSocket upgrade (bounded in size and time), then the same ``Connection`` over its messages."""
+        self.open_connections += 1
+        try:
+            ws = await websocket.accept(stream, max_message=self.config.max_frame + 64)
+            if ws is None:
+                metrics.REFUSED.labels("websocket_handshake").inc()
+                await trio.aclose_forcefully(stream)
+                return
+            await Connection(self, ws, _peer(stream), carrier="+ws", refuse=ws.refuse).run()
         finally:
             self.open_connections -= 1
 
 
-class Connection:
-    """One client connection."""
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"
 
-    def __init__(self, gateway: Gateway, stream: trio.SocketStream) -> None:
+
+class Connection:
+    """One client connection, over any ``ByteStream``.
+
+    ``carrier`` suffixes the transport label of the metrics ("+ws"). ``refuse``, when given, marks a carrier that
+    requires obfuscation, and is told why the connection closes for a protocol error or a limit (a WebSocket
+    puts it in its close frame); ``protocol_error`` tells the two apart.
+    """
+
+    def __init__(self, gateway: Gateway, stream: ByteStream, peer: str, *, carrier: str = "",
+                 refuse: Callable[..., None] | None = None) -> None:
         self.gateway = gateway
         self.config = gateway.config
         self.stream = stream
-        try:
-            self.peer = str(stream.socket.getpeername()[0])
-        except OSError:
-            self.peer = "?"
+        self.peer = peer
+        self.carrier = carrier
+        self._refuse = refuse
         self.transport = ServerTransport(randbytes=os.urandom, max_frame=self.config.max_frame)
         self.handshake: handshake.ServerHandshake | None = None
         self.handshake_deadline = math.inf
@@ -260,7 +310,9 @@ class Connection:
         finally:
             if self.kind_label != "unknown":
                 metrics.CONNECTIONS.labels(self.kind_label).dec()
-            await trio.aclose_forcefully(self.stream)
+            with trio.CancelScope() as forcefully:  # trio.aclose_forcefully, for any ByteStream
+                forcefully.cancel()
+                await self.stream.aclose()
 
     async def _writer(self) -> None:
         async for data in self._outbox:
@@ -291,7 +343,7 @@ class Connection:
 
     async def _reader(self, over_limit: bool) -> None:
         while True:
-            data = b""
+            data: bytes | bytearray = b""
             deadline = min(trio.current_time() + self.config.idle_timeout, self.handshake_deadline,
                            self.disconnect_deadline)
             with trio.move_on_at(deadline):
@@ -313,20 +365,29 @@ class Connection:
                         raise _Refused("max_connections")
                     if isinstance(event, Frame):
                         await self._frame(event.payload)
+                self._note_transport()  # the framing may be known before its first frame is complete
             except _Refused as refused:
                 metrics.REFUSED.labels(refused.reason.split(" ")[0]).inc()
+                if self._refuse is not None:
+                    self._refuse(refused.reason, protocol_error=refused.reason == "not_obfuscated")
                 await self._close_with(refused.code)
                 return
             except RemoteProtocolError as exc:
                 code = exc.transport_error
                 metrics.PROTOCOL_ERRORS.labels(str(int(code)) if code is not None else "close").inc()
                 log.info("closing %s: %s", self.peer, exc)
+                if self._refuse is not None:
+                    self._refuse(str(exc), protocol_error=True)
                 await self._close_with(code)
                 return
 
     def _note_transport(self) -> None:
         if self.kind_label == "unknown" and self.transport.kind is not None:
-            self.kind_label = self.transport.kind.value + ("+obfuscated" if self.transport.obfuscated else "")
+            if self._refuse is not None and not self.transport.obfuscated:
+                # MTProto over WebSocket: "the client MUST use obfuscation" (core.telegram.org/mtproto/transports)
+                raise _Refused("not_obfuscated", None)
+            self.kind_label = (self.transport.kind.value + ("+obfuscated" if self.transport.obfuscated else "")
+                               + self.carrier)
             metrics.CONNECTIONS.labels(self.kind_label).inc()
             metrics.CONNECTIONS_TOTAL.labels(self.kind_label).inc()
 
@@ -514,6 +575,7 @@ async def _run(config: GatewayConfig, gateway: Gateway, keys: AuthServiceKeyStor
             nursery.start_soon(serve_http, config.host, config.metrics_port, gateway.accepting)
             services = f", auth service at {config.auth_host}:{config.auth_port}" if keys is not None else ""
             print(f"mtlab gateway: MTProto on {config.host}:{port} (dc {config.dc_id}), "
+                  f"WebSocket on ws://{config.host}:{gateway.ws_port}/ (obfuscated only), "
                   f"metrics on http://{config.host}:{config.metrics_port}/metrics{services}", flush=True)
 
             async def stop_on_signal() -> None:

@@ -28,6 +28,7 @@ class GatewayProcess:
     metrics_port: int
     data_dir: Path
     log: Path
+    ws_port: int = 0
 
     def metrics(self) -> str:
         with socket.create_connection(("127.0.0.1", self.metrics_port), timeout=5) as s:
@@ -59,12 +60,13 @@ class GatewayProcess:
 
 def start_gateway(tmp: Path, **env: str) -> GatewayProcess:
     tmp.mkdir(parents=True, exist_ok=True)
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, ws_port = free_port(), free_port(), free_port()
     log = tmp / "gateway.log"
     full_env = {
         **os.environ,
         "MTLAB_GATEWAY_PORT": str(port),
         "MTLAB_GATEWAY_METRICS_PORT": str(metrics_port),
+        "MTLAB_GATEWAY_WS_PORT": str(ws_port),
         "MTLAB_GATEWAY_DATA_DIR": str(tmp / "data"),
         "MTLAB_GATEWAY_SHUTDOWN_GRACE": "2",
         **env,
@@ -82,7 +84,7 @@ def start_gateway(tmp: Path, **env: str) -> GatewayProcess:
             # What the process really uses: ``env`` may have overridden the ports and the data dir.
             return GatewayProcess(proc, int(full_env["MTLAB_GATEWAY_PORT"]),
                                   int(full_env["MTLAB_GATEWAY_METRICS_PORT"]), Path(full_env["MTLAB_GATEWAY_DATA_DIR"]),
-                                  log)
+                                  log, int(full_env["MTLAB_GATEWAY_WS_PORT"]))
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError(f"gateway did not start in 30 s:\n{log.read_text()}")
