@@ -2,7 +2,8 @@
 
 Subcommands print what they do; every one has ``--help``. ``mtlab up`` starts and supervises the stack
 (``mtlab/supervisor.py``), ``status``, ``down`` and ``key`` work on a running one; ``selfcheck`` runs a full
-handshake and encrypted exchange between an in-process client and server over every transport.
+handshake and encrypted exchange between an in-process client and server over every transport. ``codes``,
+``demo`` and ``chat`` are clients of a running stack (``mtlab/stack.py``, ``demo.py``, ``chat.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -127,6 +129,95 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 2
 
 
+def _running_stack(args: argparse.Namespace) -> Any:
+    """The stack of ``--data-dir``, or None after saying why there is none (on stderr)."""
+    from mtlab.stack import find
+
+    found = find(Path(args.data_dir))
+    if isinstance(found, str):
+        print(f"mtlab {args.command}: {found}", file=sys.stderr)
+        return None
+    return found
+
+
+def _cmd_codes(args: argparse.Namespace) -> int:
+    from mtlab.stack import code_attempts, format_codes, pending_codes
+
+    stack = _running_stack(args)
+    if stack is None:
+        return 1
+    codes = anyio.run(pending_codes, stack.redis_url)
+    attempts = code_attempts()
+    if args.json:
+        print(json.dumps([{"phone": c.phone, "code": c.code, "expires_in": c.expires_in,
+                           "attempts_left": max(attempts - c.attempts, 0)} for c in codes], indent=2))
+    else:
+        print("\n".join(format_codes(codes, attempts)))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mtlab.demo import demo
+
+    stack = _running_stack(args)
+    if stack is None:
+        return 1
+    result: int = anyio.run(demo, stack)
+    return result
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from mtlab import chat
+    from mtproto.transport import TransportKind
+
+    stack = _running_stack(args)
+    if stack is None:
+        return 1
+    options = chat.ChatOptions(phone=args.phone, code=args.code, name=args.name,
+                               transport=TransportKind(args.transport), obfuscated=args.obfuscated)
+    if options.obfuscated and options.transport is TransportKind.FULL:
+        print("mtlab chat: the full transport has no obfuscated form", file=sys.stderr)
+        return 2
+    return chat.run(stack, options)
+
+
+def _add_client_commands(sub: Any, add_data_dir: Any) -> None:
+    codes = sub.add_parser("codes", help="the login codes waiting to be typed (the simulated SMS)",
+                           description="List the pending login codes of the running stack, read from its Redis: "
+                           "phone number, code, seconds until it expires, wrong guesses it still allows. "
+                           "Exits 1 when no stack runs.")
+    add_data_dir(codes)
+    codes.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    codes.set_defaults(func=_cmd_codes)
+
+    demo = sub.add_parser("demo", help="two users sign up or in over two transports, with a transcript",
+                          description="Against the running stack, with mtlab's client SDK: Alice (+9996610001, "
+                          "abridged) and Bob (+9996620002, obfuscated intermediate) each connect, sign up (or in, "
+                          "on later runs), read themselves back (users.getUsers) and list their devices "
+                          "(account.getAuthorizations). Prints who did what, over which transport, what came "
+                          "back, and timings. Messaging arrives with issue #4. Each run sends each number a code: "
+                          "more than MTLAB_AUTH_CODES_PER_PHONE (5) runs in 10 minutes meet FLOOD_WAIT.")
+    add_data_dir(demo)
+    demo.set_defaults(func=_cmd_demo)
+
+    chat = sub.add_parser("chat", help="an interactive client: sign in, then /me, /sessions, /revoke, /ping...",
+                          description="Sign in to the running stack (the code is asked for on stdin unless "
+                          "--code gives it; test numbers 99966XYYYY get X five times), then read commands, one "
+                          "a line: /me, /sessions, /revoke HASH, /config, /ping, /help, /quit. Plain text "
+                          "answers that messaging arrives with issue #4. Works without a terminal (lines from a "
+                          "pipe); the end of input quits.")
+    add_data_dir(chat)
+    chat.add_argument("--phone", metavar="NUMBER", help="the phone number to sign in with (asked for if missing)")
+    chat.add_argument("--code", metavar="DIGITS", help="the login code (asked for on stdin if missing)")
+    chat.add_argument("--name", metavar="'FIRST [LAST]'",
+                      help="the name of a new account (default 'User NNNN', from the number's last digits)")
+    chat.add_argument("--transport", choices=[k.value for k in TransportKind], default="intermediate",
+                      help="the MTProto framing (default intermediate)")
+    chat.add_argument("--obfuscated", action="store_true",
+                      help="wrap the transport in obfuscated2 (not with full)")
+    chat.set_defaults(func=_cmd_chat)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mtlab",
@@ -195,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["crypto"], help="crypto: IGE, message encryption, handshake cost")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, for smoke tests)")
     bench.set_defaults(func=_cmd_bench)
+    _add_client_commands(sub, add_data_dir)
     add_roles_command(sub)
     return parser
 

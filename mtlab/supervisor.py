@@ -191,7 +191,9 @@ SERVICES: tuple[Service, ...] = (
     ),
     Service(
         name="gateway", module="services.gateway", prefix="GATEWAY", config=GatewayConfig,
-        ports=(Port("port", "MTProto TCP port, every transport"), Port("metrics_port", "HTTP /metrics and /healthz")),
+        ports=(Port("port", "MTProto TCP port, every transport"),
+               Port("ws_port", "MTProto over WebSocket (obfuscated transports, subprotocol binary)"),
+               Port("metrics_port", "HTTP /metrics and /healthz")),
         protocol="MTProto", prepare=_gateway_prepare, check=_gateway_check,
         env=lambda stack: {"MTLAB_GATEWAY_AUTH_HOST": stack["auth"].host,
                            "MTLAB_GATEWAY_AUTH_PORT": str(stack["auth"].ports["rpc_port"])},
