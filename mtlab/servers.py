@@ -146,32 +146,31 @@ def ensure_postgres(
 
     ``port`` asks for a port (a free one otherwise). ``timeout`` bounds the whole start, initdb included.
     """
-    configured = _from_env("postgres")
-    if configured is not None:
-        return configured
-    data_dir = data_dir.absolute()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(data_dir):
-        running = _running(data_dir, "postgres")
-        if running is not None:
-            return _reuse(running, port)
-        return _start_postgres(data_dir, port, search or Search(), timeout)
+    return _ensure("postgres", data_dir, port, lambda d: _start_postgres(d, port, search or Search(), timeout))
 
 
 def ensure_redis(
     data_dir: Path, *, port: int | None = None, search: Search | None = None, timeout: float = 30.0
 ) -> ServerInfo:
     """A Redis: the configured one, the running one of ``data_dir``, or a new one (rules as ``ensure_postgres``)."""
-    configured = _from_env("redis")
+    return _ensure("redis", data_dir, port, lambda d: _start_redis(d, port, search or Search(), timeout))
+
+
+def _ensure(kind: Kind, data_dir: Path, port: int | None, start: Callable[[Path], ServerInfo]) -> ServerInfo:
+    """The configured server of ``kind``, else ours for ``data_dir`` if it runs, else ``start(data_dir)``.
+
+    The data-dir lock makes "is ours running? else start it" one step, so two callers never start two servers.
+    """
+    configured = _from_env(kind)
     if configured is not None:
         return configured
     data_dir = data_dir.absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
     with _locked(data_dir):
-        running = _running(data_dir, "redis")
+        running = _running(data_dir, kind)
         if running is not None:
             return _reuse(running, port)
-        return _start_redis(data_dir, port, search or Search(), timeout)
+        return start(data_dir)
 
 
 def stop(info: ServerInfo, *, timeout: float = 15.0) -> None:
