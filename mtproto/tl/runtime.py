@@ -435,14 +435,6 @@ class Reader:
         return item(self)
 
 
-def read_int_vector(r: Reader) -> list[int]:
-    return r.read_vector(r.read_int)
-
-
-def read_long_vector(r: Reader) -> list[int]:
-    return r.read_vector(r.read_long, 8)
-
-
 def gzip_pack(data: bytes) -> bytes:
     """Serialize ``gzip_packed`` around an already serialized object (what a sender does for big answers)."""
     out = bytearray(UINT.pack(GZIP_PACKED_ID))
