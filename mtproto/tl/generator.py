@@ -552,9 +552,9 @@ class _Generator:
 
 
 def _isort_key(name: str) -> tuple[int, str]:
-    """ruff/isort's order-by-type: CONSTANTS, then Classes, then functions."""
+    """ruff/isort's order-by-type: CONSTANTS, then Classes, then functions, each without regard to case."""
     kind = 0 if name.isupper() else 1 if name[:1].isupper() else 2
-    return kind, name
+    return kind, name.lower()
 
 
 def import_line(module: str, names: set[str] | list[str], indent: str = "") -> list[str]:

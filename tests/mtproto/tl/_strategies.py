@@ -102,18 +102,28 @@ class TLStrategies:
 
     def __init__(self, schemas: Iterable[Schema], *, max_depth: int = 3) -> None:
         self.max_depth = max_depth
+        # Types are looked up in the schema of the combinator that names them first: mtproto.tl's bare `message`
+        # (result type Message) must never stand in for the API's boxed Message, nor the API's `message` for it.
         self._by_type: dict[str, list[Combinator]] = defaultdict(list)
-        self._by_name: dict[str, Combinator] = {}
+        self._home: dict[int, int] = {}
+        self._types_in: list[dict[str, list[Combinator]]] = []
+        self._names_in: list[dict[str, Combinator]] = []
         functions: list[Combinator] = []
-        for schema in schemas:
+        for index, schema in enumerate(schemas):
+            types: dict[str, list[Combinator]] = defaultdict(list)
+            names: dict[str, Combinator] = {}
             for c in schema.combinators:
                 if c.name in BUILTIN_CONSTRUCTORS:
                     continue
+                self._home[c.id] = index
                 if c.is_function:
                     functions.append(c)
                 else:
                     self._by_type[c.result].append(c)
-                    self._by_name[c.name] = c
+                    types[c.result].append(c)
+                    names[c.name] = c
+            self._types_in.append(types)
+            self._names_in.append(names)
         constructors = [c for cons in self._by_type.values() for c in cons]
         self.simple_objects = [c for c in constructors if is_leaf(c) and c.id != GZIP_PACKED_ID]
         # ``!X`` draws client-visible queries only: internal.tl's frames never travel inside API wrappers.
@@ -145,10 +155,10 @@ class TLStrategies:
                 continue
             if p.flag_word is None:
                 assert p.type is not None
-                required[py_name(p)] = self.value(p.type, depth + 1)
+                required[py_name(p)] = self.value(p.type, depth + 1, self._home[c.id])
             else:
                 by_bit[(p.flag_word, p.flag_bit)].append(p)
-        groups = [self._flag_group(params, depth + 1) for params in by_bit.values()]
+        groups = [self._flag_group(params, depth + 1, self._home[c.id]) for params in by_bit.values()]
 
         def build(parts: tuple[dict[str, Any], ...]) -> TLObject:
             kwargs: dict[str, Any] = {}
@@ -158,13 +168,13 @@ class TLStrategies:
 
         return st.tuples(st.fixed_dictionaries(required), *groups).map(build)
 
-    def _flag_group(self, params: list[Param], depth: int) -> st.SearchStrategy[dict[str, Any]]:
+    def _flag_group(self, params: list[Param], depth: int, home: int) -> st.SearchStrategy[dict[str, Any]]:
         """The fields on one flag bit: all absent, or all present (a ``true`` field is the bit itself)."""
         absent = {py_name(p): False if p.is_flag_bit else None for p in params}
         if any(p.type is not None and self.outside_subset(p.type) for p in params):
             return st.just(absent)  # a type api.tl leaves out: the lab never sets such a field
         present = {
-            py_name(p): st.just(True) if p.is_flag_bit else self.value(p.type, depth)  # type: ignore[arg-type]
+            py_name(p): st.just(True) if p.is_flag_bit else self.value(p.type, depth, home)  # type: ignore[arg-type]
             for p in params
         }
         return st.one_of(st.just(absent), st.fixed_dictionaries(present))
@@ -175,10 +185,13 @@ class TLStrategies:
         return (not inner.bare and not inner.generic_query and inner.name not in PRIMITIVES
                 and inner.name != "Object" and not self._by_type.get(inner.name))
 
-    def value(self, t: TLType, depth: int) -> st.SearchStrategy[Any]:
+    def _types(self, name: str, home: int) -> list[Combinator]:
+        return self._types_in[home].get(name) or self._by_type[name]
+
+    def value(self, t: TLType, depth: int, home: int = 0) -> st.SearchStrategy[Any]:
         deep = depth >= self.max_depth
         if t.vector is not None:
-            return st.just([]) if deep else st.lists(self.value(t.vector, depth), max_size=3)
+            return st.just([]) if deep else st.lists(self.value(t.vector, depth, home), max_size=3)
         if t.generic_query:
             pool = self.simple_functions if deep else self.functions
             return st.one_of(*(self.of(f, depth) for f in pool))
@@ -187,18 +200,19 @@ class TLStrategies:
         if t.name == "Object":
             return self.simple_object()
         if t.bare:
-            return self.of(self._bare_constructor(t.name), depth)
-        constructors = self._by_type[t.name]
+            return self.of(self._bare_constructor(t.name, home), depth)
+        constructors = self._types(t.name, home)
         if not constructors:
             raise LookupError(f"type {t.name} has no constructor")
         if deep:
             constructors = [c for c in constructors if is_leaf(c)] or constructors
         return st.one_of(*(self.of(c, depth) for c in constructors))
 
-    def _bare_constructor(self, name: str) -> Combinator:
-        if name in self._by_name:
-            return self._by_name[name]
-        (only,) = self._by_type[name]
+    def _bare_constructor(self, name: str, home: int) -> Combinator:
+        for names in (self._names_in[home], *self._names_in):
+            if name in names:
+                return names[name]
+        (only,) = self._types(name, home)
         return only
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from mtproto.tl.runtime import LONG, Reader, TLFunction, TypeRef, register
+from mtproto.tl.runtime import LONG, Reader, TLFunction, TypeRef, register, write_string
 
 if TYPE_CHECKING:
+    from mtproto.tl.api.types import TypeUser
     from mtproto.tl.api.types.account import TypeAuthorizations
 
 _T_ACCOUNT_AUTHORIZATIONS: TypeRef[TypeAuthorizations] = TypeRef("account.Authorizations", 0x4bff8ea0)
+_T_USER: TypeRef[TypeUser] = TypeRef("User", 0xb1b8cc83, 0xd3bc4b7a)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -54,9 +56,53 @@ class ResetAuthorization(TLFunction["bool"]):
         return r.read_bool()
 
 
-register(GetAuthorizations, ResetAuthorization)
+@dataclass(slots=True, kw_only=True)
+class UpdateUsername(TLFunction["TypeUser"]):
+    """``account.updateUsername#3e0bdd7c username:string = User;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x3e0bdd7c
+    TL_NAME: ClassVar[str] = "account.updateUsername"
+
+    username: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.username)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateUsername:
+        _username = r.read_string()
+        return cls(username=_username)
+
+    def read_result(self, r: Reader) -> TypeUser:
+        return r.read_boxed(_T_USER)
+
+
+@dataclass(slots=True, kw_only=True)
+class CheckUsername(TLFunction["bool"]):
+    """``account.checkUsername#2714d86c username:string = Bool;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x2714d86c
+    TL_NAME: ClassVar[str] = "account.checkUsername"
+
+    username: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.username)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> CheckUsername:
+        _username = r.read_string()
+        return cls(username=_username)
+
+    def read_result(self, r: Reader) -> bool:
+        return r.read_bool()
+
+
+register(GetAuthorizations, ResetAuthorization, UpdateUsername, CheckUsername)
 
 __all__ = [
+    "CheckUsername",
     "GetAuthorizations",
     "ResetAuthorization",
+    "UpdateUsername",
 ]

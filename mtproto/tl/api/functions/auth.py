@@ -7,7 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from mtproto.tl.runtime import INT, UINT, Reader, TLFunction, TLObject, TypeRef, register, write_string
+from mtproto.tl.runtime import (
+    INT,
+    LONG,
+    UINT,
+    Reader,
+    TLFunction,
+    TLObject,
+    TypeRef,
+    register,
+    write_bytes,
+    write_string,
+)
 
 if TYPE_CHECKING:
     from mtproto.tl.api.types import TypeCodeSettings
@@ -17,6 +28,44 @@ _T_AUTH_AUTHORIZATION: TypeRef[TypeAuthorization] = TypeRef("auth.Authorization"
 _T_AUTH_LOGGEDOUT: TypeRef[TypeLoggedOut] = TypeRef("auth.LoggedOut", 0xc3a2835f)
 _T_AUTH_SENTCODE: TypeRef[TypeSentCode] = TypeRef("auth.SentCode", 0x2390fe44, 0x5e002502, 0xf8827ebf)
 _T_CODESETTINGS: TypeRef[TypeCodeSettings] = TypeRef("CodeSettings", 0xad253d78)
+
+
+@dataclass(slots=True, kw_only=True)
+class BindTempAuthKey(TLFunction["bool"]):
+    """
+    ``auth.bindTempAuthKey#cdd42a05 perm_auth_key_id:long nonce:long expires_at:int encrypted_message:bytes =
+    Bool;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xcdd42a05
+    TL_NAME: ClassVar[str] = "auth.bindTempAuthKey"
+
+    perm_auth_key_id: int
+    nonce: int
+    expires_at: int
+    encrypted_message: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.perm_auth_key_id)
+        out += LONG.pack(self.nonce)
+        out += INT.pack(self.expires_at)
+        write_bytes(out, self.encrypted_message)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> BindTempAuthKey:
+        _perm_auth_key_id = r.read_long()
+        _nonce = r.read_long()
+        _expires_at = r.read_int()
+        _encrypted_message = r.read_bytes()
+        return cls(
+            perm_auth_key_id=_perm_auth_key_id,
+            nonce=_nonce,
+            expires_at=_expires_at,
+            encrypted_message=_encrypted_message,
+        )
+
+    def read_result(self, r: Reader) -> bool:
+        return r.read_bool()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -156,9 +205,10 @@ class SignUp(TLFunction["TypeAuthorization"]):
         return r.read_boxed(_T_AUTH_AUTHORIZATION)
 
 
-register(LogOut, SendCode, SignIn, SignUp)
+register(BindTempAuthKey, LogOut, SendCode, SignIn, SignUp)
 
 __all__ = [
+    "BindTempAuthKey",
     "LogOut",
     "SendCode",
     "SignIn",

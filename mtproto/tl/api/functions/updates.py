@@ -10,8 +10,17 @@ from typing import TYPE_CHECKING, ClassVar
 from mtproto.tl.runtime import INT, UINT, Reader, TLFunction, TypeRef, register
 
 if TYPE_CHECKING:
-    from mtproto.tl.api.types.updates import TypeDifference, TypeState
+    from mtproto.tl.api.types import TypeChannelMessagesFilter, TypeInputChannel
+    from mtproto.tl.api.types.updates import TypeChannelDifference, TypeDifference, TypeState
 
+_T_CHANNELMESSAGESFILTER: TypeRef[TypeChannelMessagesFilter] = TypeRef("ChannelMessagesFilter", 0x94d42ee7, 0xcd77d957)
+_T_INPUTCHANNEL: TypeRef[TypeInputChannel] = TypeRef("InputChannel", 0x5b934f9d, 0xee8c1e86, 0xf35aec28)
+_T_UPDATES_CHANNELDIFFERENCE: TypeRef[TypeChannelDifference] = TypeRef(
+    "updates.ChannelDifference",
+    0x2064674e,
+    0x3e11affb,
+    0xa4bcc6fe,
+)
 _T_UPDATES_DIFFERENCE: TypeRef[TypeDifference] = TypeRef("updates.Difference", 0x4afe8f6d, 0x5d75a138)
 _T_UPDATES_STATE: TypeRef[TypeState] = TypeRef("updates.State", 0xa56c2a3e)
 
@@ -90,9 +99,48 @@ class GetDifference(TLFunction["TypeDifference"]):
         return r.read_boxed(_T_UPDATES_DIFFERENCE)
 
 
-register(GetState, GetDifference)
+@dataclass(slots=True, kw_only=True)
+class GetChannelDifference(TLFunction["TypeChannelDifference"]):
+    """
+    ``updates.getChannelDifference#3173d78 flags:# force:flags.0?true channel:InputChannel
+    filter:ChannelMessagesFilter pts:int limit:int = updates.ChannelDifference;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x03173d78
+    TL_NAME: ClassVar[str] = "updates.getChannelDifference"
+
+    channel: TypeInputChannel
+    filter: TypeChannelMessagesFilter
+    pts: int
+    limit: int
+    force: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.force else 0)
+        out += UINT.pack(flags)
+        self.channel._write(out)
+        self.filter._write(out)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.limit)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> GetChannelDifference:
+        flags = r.read_uint()
+        _force = (flags & 1) != 0
+        _channel = r.read_boxed(_T_INPUTCHANNEL)
+        _filter = r.read_boxed(_T_CHANNELMESSAGESFILTER)
+        _pts = r.read_int()
+        _limit = r.read_int()
+        return cls(force=_force, channel=_channel, filter=_filter, pts=_pts, limit=_limit)
+
+    def read_result(self, r: Reader) -> TypeChannelDifference:
+        return r.read_boxed(_T_UPDATES_CHANNELDIFFERENCE)
+
+
+register(GetState, GetDifference, GetChannelDifference)
 
 __all__ = [
+    "GetChannelDifference",
     "GetDifference",
     "GetState",
 ]

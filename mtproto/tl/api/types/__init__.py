@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
-from mtproto.tl.api.types import account, auth, updates, users
+from mtproto.tl.api.types import account, auth, contacts, messages, updates, users
 from mtproto.tl.runtime import (
     DOUBLE,
     INT,
@@ -24,8 +24,15 @@ from mtproto.tl.runtime import (
     write_string,
 )
 
+_T_BOTINFO: TypeRef[TypeBotInfo] = TypeRef("BotInfo", 0x4d8a0299)
+_T_CHAT: TypeRef[TypeChat] = TypeRef("Chat", 0x17d493d5, 0x29562865, 0x41cbf256, 0x6592a1a7, 0xd49f34c6)
+_T_CHATPARTICIPANT: TypeRef[TypeChatParticipant] = TypeRef("ChatParticipant", 0x0360d5d2, 0x38e79fde, 0xe1f867b8)
+_T_CHATPARTICIPANTS: TypeRef[TypeChatParticipants] = TypeRef("ChatParticipants", 0x3cbc93f8, 0x8763d3e1)
 _T_CHATPHOTO: TypeRef[TypeChatPhoto] = TypeRef("ChatPhoto", 0x1c6e1c11, 0x37c1011c)
+_T_COMMUNITYPEER: TypeRef[TypeCommunityPeer] = TypeRef("CommunityPeer", 0x76141ebd)
 _T_DCOPTION: TypeRef[TypeDcOption] = TypeRef("DcOption", 0x18b7a10d)
+_T_FOLDER: TypeRef[TypeFolder] = TypeRef("Folder", 0xff544e65)
+_T_INPUTCHANNEL: TypeRef[TypeInputChannel] = TypeRef("InputChannel", 0x5b934f9d, 0xee8c1e86, 0xf35aec28)
 _T_INPUTPEER: TypeRef[TypeInputPeer] = TypeRef(
     "InputPeer",
     0x27bcbbfc,
@@ -36,6 +43,7 @@ _T_INPUTPEER: TypeRef[TypeInputPeer] = TypeRef(
     0xbd2a0840,
     0xdde8a54c,
 )
+_T_INPUTUSER: TypeRef[TypeInputUser] = TypeRef("InputUser", 0x1da448e2, 0xb98886cf, 0xf21158c6, 0xf7c1b13f)
 _T_JSONOBJECTVALUE: TypeRef[TypeJSONObjectValue] = TypeRef("JSONObjectValue", 0xc0de1bd9)
 _T_JSONVALUE: TypeRef[TypeJSONValue] = TypeRef(
     "JSONValue",
@@ -46,9 +54,80 @@ _T_JSONVALUE: TypeRef[TypeJSONValue] = TypeRef(
     0xc7345e6a,
     0xf7444763,
 )
+_T_MESSAGE: TypeRef[TypeMessage] = TypeRef("Message", 0x7600b9d3, 0x7a800e0a, 0x90a6ca84)
+_T_MESSAGEACTION: TypeRef[TypeMessageAction] = TypeRef(
+    "MessageAction",
+    0x15cefd00,
+    0x94bd38ed,
+    0x95d2ac92,
+    0x9fbab604,
+    0xa43f30cc,
+    0xb5a1ce5a,
+    0xb6aef7b0,
+    0xbd47cbad,
+)
+_T_MESSAGEENTITY: TypeRef[TypeMessageEntity] = TypeRef(
+    "MessageEntity",
+    0x0652c1c5,
+    0x208e68c9,
+    0x28a20571,
+    0x32ca960f,
+    0x4c4e743f,
+    0x64e475c2,
+    0x6cef8ac7,
+    0x6ed02538,
+    0x6f635b0d,
+    0x71777116,
+    0x73924be0,
+    0x761e6af4,
+    0x76a6d327,
+    0x826f8b60,
+    0x904ac7c7,
+    0x9b69e34b,
+    0x9c4e7e8b,
+    0xbb92ba95,
+    0xbd610bc9,
+    0xbf0693d4,
+    0xc6c1e5a7,
+    0xc8cf05f8,
+    0xdc7b1140,
+    0xf1ccaaac,
+    0xfa04579d,
+)
+_T_MESSAGEFWDHEADER: TypeRef[TypeMessageFwdHeader] = TypeRef("MessageFwdHeader", 0x4e4df4bb)
+_T_MESSAGERANGE: TypeRef[TypeMessageRange] = TypeRef("MessageRange", 0x0ae30253)
+_T_MESSAGEREPLYHEADER: TypeRef[TypeMessageReplyHeader] = TypeRef("MessageReplyHeader", 0x0e5af939, 0x1b97dd66)
+_T_PEER: TypeRef[TypePeer] = TypeRef("Peer", 0x36c6019a, 0x59511722, 0xa2a5371e)
 _T_PEERNOTIFYSETTINGS: TypeRef[TypePeerNotifySettings] = TypeRef("PeerNotifySettings", 0x99622c0c)
 _T_PEERSETTINGS: TypeRef[TypePeerSettings] = TypeRef("PeerSettings", 0xf47741f7)
+_T_PHOTO: TypeRef[TypePhoto] = TypeRef("Photo", 0x2331b22d, 0xfb197a65)
+_T_PHOTOSIZE: TypeRef[TypePhotoSize] = TypeRef(
+    "PhotoSize",
+    0x021e1ad6,
+    0x0e17e23c,
+    0x75c78e60,
+    0xd8214d41,
+    0xe0b0bc2e,
+    0xfa3efb95,
+)
 _T_REACTION: TypeRef[TypeReaction] = TypeRef("Reaction", 0x1b2286b8, 0x523da4eb, 0x79f5d419, 0x8935fc73)
+_T_UPDATE: TypeRef[TypeUpdate] = TypeRef(
+    "Update",
+    0x07761198,
+    0x108d941f,
+    0x1b3f4df7,
+    0x1f2b0afd,
+    0x2f2f21bf,
+    0x4e90bfd6,
+    0x62ba04d9,
+    0x635b4c09,
+    0x922e6e10,
+    0x9e84bc99,
+    0xa20db0e5,
+    0xc32d5b12,
+    0xe40370a3,
+)
+_T_USER: TypeRef[TypeUser] = TypeRef("User", 0xb1b8cc83, 0xd3bc4b7a)
 _T_USERPROFILEPHOTO: TypeRef[TypeUserProfilePhoto] = TypeRef("UserProfilePhoto", 0x4f11bae1, 0x82d1f706)
 _T_USERSTATUS: TypeRef[TypeUserStatus] = TypeRef(
     "UserStatus",
@@ -1096,7 +1175,7 @@ class Chat(TLObject):
     call_active: bool = False
     call_not_empty: bool = False
     noforwards: bool = False
-    migrated_to: TLObject | None = None
+    migrated_to: TypeInputChannel | None = None
     admin_rights: TLObject | None = None
     default_banned_rights: TLObject | None = None
 
@@ -1141,7 +1220,7 @@ class Chat(TLObject):
         _participants_count = r.read_int()
         _date = r.read_int()
         _version = r.read_int()
-        _migrated_to = r.read_object() if flags & 64 else None
+        _migrated_to = r.read_boxed(_T_INPUTCHANNEL) if flags & 64 else None
         _admin_rights = r.read_object() if flags & 16384 else None
         _default_banned_rights = r.read_object() if flags & 262144 else None
         return cls(
@@ -2153,10 +2232,10 @@ class UserFull(TLObject):
     noforwards_peer_enabled: bool = False
     unofficial_security_risk: bool = False
     about: str | None = None
-    personal_photo: TLObject | None = None
-    profile_photo: TLObject | None = None
-    fallback_photo: TLObject | None = None
-    bot_info: TLObject | None = None
+    personal_photo: TypePhoto | None = None
+    profile_photo: TypePhoto | None = None
+    fallback_photo: TypePhoto | None = None
+    bot_info: TypeBotInfo | None = None
     pinned_msg_id: int | None = None
     folder_id: int | None = None
     ttl_period: int | None = None
@@ -2362,11 +2441,11 @@ class UserFull(TLObject):
         _id = r.read_long()
         _about = r.read_string() if flags & 2 else None
         _settings = r.read_boxed(_T_PEERSETTINGS)
-        _personal_photo = r.read_object() if flags & 2097152 else None
-        _profile_photo = r.read_object() if flags & 4 else None
-        _fallback_photo = r.read_object() if flags & 4194304 else None
+        _personal_photo = r.read_boxed(_T_PHOTO) if flags & 2097152 else None
+        _profile_photo = r.read_boxed(_T_PHOTO) if flags & 4 else None
+        _fallback_photo = r.read_boxed(_T_PHOTO) if flags & 4194304 else None
         _notify_settings = r.read_boxed(_T_PEERNOTIFYSETTINGS)
-        _bot_info = r.read_object() if flags & 8 else None
+        _bot_info = r.read_boxed(_T_BOTINFO) if flags & 8 else None
         _pinned_msg_id = r.read_int() if flags & 64 else None
         _common_chats_count = r.read_int()
         _folder_id = r.read_int() if flags & 2048 else None
@@ -2630,14 +2709,4454 @@ class UserStatusRecently(TLObject):
         return cls(by_me=_by_me)
 
 
+@dataclass(slots=True, kw_only=True)
+class MessageEntityUnknown(TLObject):
+    """``messageEntityUnknown#bb92ba95 offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xbb92ba95
+    TL_NAME: ClassVar[str] = "messageEntityUnknown"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityUnknown:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityMention(TLObject):
+    """``messageEntityMention#fa04579d offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xfa04579d
+    TL_NAME: ClassVar[str] = "messageEntityMention"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityMention:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityHashtag(TLObject):
+    """``messageEntityHashtag#6f635b0d offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x6f635b0d
+    TL_NAME: ClassVar[str] = "messageEntityHashtag"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityHashtag:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityBotCommand(TLObject):
+    """``messageEntityBotCommand#6cef8ac7 offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x6cef8ac7
+    TL_NAME: ClassVar[str] = "messageEntityBotCommand"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityBotCommand:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityUrl(TLObject):
+    """``messageEntityUrl#6ed02538 offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x6ed02538
+    TL_NAME: ClassVar[str] = "messageEntityUrl"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityUrl:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityEmail(TLObject):
+    """``messageEntityEmail#64e475c2 offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x64e475c2
+    TL_NAME: ClassVar[str] = "messageEntityEmail"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityEmail:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityBold(TLObject):
+    """``messageEntityBold#bd610bc9 offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xbd610bc9
+    TL_NAME: ClassVar[str] = "messageEntityBold"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityBold:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityItalic(TLObject):
+    """``messageEntityItalic#826f8b60 offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x826f8b60
+    TL_NAME: ClassVar[str] = "messageEntityItalic"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityItalic:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityCode(TLObject):
+    """``messageEntityCode#28a20571 offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x28a20571
+    TL_NAME: ClassVar[str] = "messageEntityCode"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityCode:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityPre(TLObject):
+    """``messageEntityPre#73924be0 offset:int length:int language:string = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x73924be0
+    TL_NAME: ClassVar[str] = "messageEntityPre"
+
+    offset: int
+    length: int
+    language: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+        write_string(out, self.language)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityPre:
+        _offset = r.read_int()
+        _length = r.read_int()
+        _language = r.read_string()
+        return cls(offset=_offset, length=_length, language=_language)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityTextUrl(TLObject):
+    """``messageEntityTextUrl#76a6d327 offset:int length:int url:string = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x76a6d327
+    TL_NAME: ClassVar[str] = "messageEntityTextUrl"
+
+    offset: int
+    length: int
+    url: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+        write_string(out, self.url)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityTextUrl:
+        _offset = r.read_int()
+        _length = r.read_int()
+        _url = r.read_string()
+        return cls(offset=_offset, length=_length, url=_url)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityMentionName(TLObject):
+    """``messageEntityMentionName#dc7b1140 offset:int length:int user_id:long = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xdc7b1140
+    TL_NAME: ClassVar[str] = "messageEntityMentionName"
+
+    offset: int
+    length: int
+    user_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+        out += LONG.pack(self.user_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityMentionName:
+        _offset = r.read_int()
+        _length = r.read_int()
+        _user_id = r.read_long()
+        return cls(offset=_offset, length=_length, user_id=_user_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessageEntityMentionName(TLObject):
+    """``inputMessageEntityMentionName#208e68c9 offset:int length:int user_id:InputUser = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x208e68c9
+    TL_NAME: ClassVar[str] = "inputMessageEntityMentionName"
+
+    offset: int
+    length: int
+    user_id: TypeInputUser
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+        self.user_id._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessageEntityMentionName:
+        _offset = r.read_int()
+        _length = r.read_int()
+        _user_id = r.read_boxed(_T_INPUTUSER)
+        return cls(offset=_offset, length=_length, user_id=_user_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityPhone(TLObject):
+    """``messageEntityPhone#9b69e34b offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9b69e34b
+    TL_NAME: ClassVar[str] = "messageEntityPhone"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityPhone:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityCashtag(TLObject):
+    """``messageEntityCashtag#4c4e743f offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x4c4e743f
+    TL_NAME: ClassVar[str] = "messageEntityCashtag"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityCashtag:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityUnderline(TLObject):
+    """``messageEntityUnderline#9c4e7e8b offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9c4e7e8b
+    TL_NAME: ClassVar[str] = "messageEntityUnderline"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityUnderline:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityStrike(TLObject):
+    """``messageEntityStrike#bf0693d4 offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xbf0693d4
+    TL_NAME: ClassVar[str] = "messageEntityStrike"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityStrike:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityBankCard(TLObject):
+    """``messageEntityBankCard#761e6af4 offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x761e6af4
+    TL_NAME: ClassVar[str] = "messageEntityBankCard"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityBankCard:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntitySpoiler(TLObject):
+    """``messageEntitySpoiler#32ca960f offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x32ca960f
+    TL_NAME: ClassVar[str] = "messageEntitySpoiler"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntitySpoiler:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityCustomEmoji(TLObject):
+    """``messageEntityCustomEmoji#c8cf05f8 offset:int length:int document_id:long = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xc8cf05f8
+    TL_NAME: ClassVar[str] = "messageEntityCustomEmoji"
+
+    offset: int
+    length: int
+    document_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+        out += LONG.pack(self.document_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityCustomEmoji:
+        _offset = r.read_int()
+        _length = r.read_int()
+        _document_id = r.read_long()
+        return cls(offset=_offset, length=_length, document_id=_document_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityBlockquote(TLObject):
+    """``messageEntityBlockquote#f1ccaaac flags:# collapsed:flags.0?true offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf1ccaaac
+    TL_NAME: ClassVar[str] = "messageEntityBlockquote"
+
+    offset: int
+    length: int
+    collapsed: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.collapsed else 0)
+        out += UINT.pack(flags)
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityBlockquote:
+        flags = r.read_uint()
+        _collapsed = (flags & 1) != 0
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(collapsed=_collapsed, offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityFormattedDate(TLObject):
+    """
+    ``messageEntityFormattedDate#904ac7c7 flags:# relative:flags.0?true short_time:flags.1?true
+    long_time:flags.2?true short_date:flags.3?true long_date:flags.4?true day_of_week:flags.5?true offset:int
+    length:int date:int = MessageEntity;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x904ac7c7
+    TL_NAME: ClassVar[str] = "messageEntityFormattedDate"
+
+    offset: int
+    length: int
+    date: int
+    relative: bool = False
+    short_time: bool = False
+    long_time: bool = False
+    short_date: bool = False
+    long_date: bool = False
+    day_of_week: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (1 if self.relative else 0)
+            | (2 if self.short_time else 0)
+            | (4 if self.long_time else 0)
+            | (8 if self.short_date else 0)
+            | (16 if self.long_date else 0)
+            | (32 if self.day_of_week else 0)
+        )
+        out += UINT.pack(flags)
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+        out += INT.pack(self.date)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityFormattedDate:
+        flags = r.read_uint()
+        _relative = (flags & 1) != 0
+        _short_time = (flags & 2) != 0
+        _long_time = (flags & 4) != 0
+        _short_date = (flags & 8) != 0
+        _long_date = (flags & 16) != 0
+        _day_of_week = (flags & 32) != 0
+        _offset = r.read_int()
+        _length = r.read_int()
+        _date = r.read_int()
+        return cls(
+            relative=_relative,
+            short_time=_short_time,
+            long_time=_long_time,
+            short_date=_short_date,
+            long_date=_long_date,
+            day_of_week=_day_of_week,
+            offset=_offset,
+            length=_length,
+            date=_date,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityDiffInsert(TLObject):
+    """``messageEntityDiffInsert#71777116 offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x71777116
+    TL_NAME: ClassVar[str] = "messageEntityDiffInsert"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityDiffInsert:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityDiffReplace(TLObject):
+    """``messageEntityDiffReplace#c6c1e5a7 offset:int length:int old_text:string = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xc6c1e5a7
+    TL_NAME: ClassVar[str] = "messageEntityDiffReplace"
+
+    offset: int
+    length: int
+    old_text: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+        write_string(out, self.old_text)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityDiffReplace:
+        _offset = r.read_int()
+        _length = r.read_int()
+        _old_text = r.read_string()
+        return cls(offset=_offset, length=_length, old_text=_old_text)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEntityDiffDelete(TLObject):
+    """``messageEntityDiffDelete#652c1c5 offset:int length:int = MessageEntity;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x0652c1c5
+    TL_NAME: ClassVar[str] = "messageEntityDiffDelete"
+
+    offset: int
+    length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.offset)
+        out += INT.pack(self.length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEntityDiffDelete:
+        _offset = r.read_int()
+        _length = r.read_int()
+        return cls(offset=_offset, length=_length)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputReplyToMessage(TLObject):
+    """
+    ``inputReplyToMessage#3bd4b7c2 flags:# reply_to_msg_id:int top_msg_id:flags.0?int
+    reply_to_peer_id:flags.1?InputPeer quote_text:flags.2?string quote_entities:flags.3?Vector<MessageEntity>
+    quote_offset:flags.4?int monoforum_peer_id:flags.5?InputPeer todo_item_id:flags.6?int poll_option:flags.7?bytes
+    = InputReplyTo;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x3bd4b7c2
+    TL_NAME: ClassVar[str] = "inputReplyToMessage"
+
+    reply_to_msg_id: int
+    top_msg_id: int | None = None
+    reply_to_peer_id: TypeInputPeer | None = None
+    quote_text: str | None = None
+    quote_entities: list[TypeMessageEntity] | None = None
+    quote_offset: int | None = None
+    monoforum_peer_id: TypeInputPeer | None = None
+    todo_item_id: int | None = None
+    poll_option: bytes | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (1 if self.top_msg_id is not None else 0)
+            | (2 if self.reply_to_peer_id is not None else 0)
+            | (4 if self.quote_text is not None else 0)
+            | (8 if self.quote_entities is not None else 0)
+            | (16 if self.quote_offset is not None else 0)
+            | (32 if self.monoforum_peer_id is not None else 0)
+            | (64 if self.todo_item_id is not None else 0)
+            | (128 if self.poll_option is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += INT.pack(self.reply_to_msg_id)
+        if self.top_msg_id is not None:
+            out += INT.pack(self.top_msg_id)
+        if self.reply_to_peer_id is not None:
+            self.reply_to_peer_id._write(out)
+        if self.quote_text is not None:
+            write_string(out, self.quote_text)
+        if self.quote_entities is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.quote_entities))
+            for quote_entities_item in self.quote_entities:
+                quote_entities_item._write(out)
+        if self.quote_offset is not None:
+            out += INT.pack(self.quote_offset)
+        if self.monoforum_peer_id is not None:
+            self.monoforum_peer_id._write(out)
+        if self.todo_item_id is not None:
+            out += INT.pack(self.todo_item_id)
+        if self.poll_option is not None:
+            write_bytes(out, self.poll_option)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputReplyToMessage:
+        flags = r.read_uint()
+        _reply_to_msg_id = r.read_int()
+        _top_msg_id = r.read_int() if flags & 1 else None
+        _reply_to_peer_id = r.read_boxed(_T_INPUTPEER) if flags & 2 else None
+        _quote_text = r.read_string() if flags & 4 else None
+        _quote_entities = r.read_vector(lambda: r.read_boxed(_T_MESSAGEENTITY)) if flags & 8 else None
+        _quote_offset = r.read_int() if flags & 16 else None
+        _monoforum_peer_id = r.read_boxed(_T_INPUTPEER) if flags & 32 else None
+        _todo_item_id = r.read_int() if flags & 64 else None
+        _poll_option = r.read_bytes() if flags & 128 else None
+        return cls(
+            reply_to_msg_id=_reply_to_msg_id,
+            top_msg_id=_top_msg_id,
+            reply_to_peer_id=_reply_to_peer_id,
+            quote_text=_quote_text,
+            quote_entities=_quote_entities,
+            quote_offset=_quote_offset,
+            monoforum_peer_id=_monoforum_peer_id,
+            todo_item_id=_todo_item_id,
+            poll_option=_poll_option,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class InputReplyToStory(TLObject):
+    """``inputReplyToStory#5881323a peer:InputPeer story_id:int = InputReplyTo;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x5881323a
+    TL_NAME: ClassVar[str] = "inputReplyToStory"
+
+    peer: TypeInputPeer
+    story_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        out += INT.pack(self.story_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputReplyToStory:
+        _peer = r.read_boxed(_T_INPUTPEER)
+        _story_id = r.read_int()
+        return cls(peer=_peer, story_id=_story_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputReplyToMonoForum(TLObject):
+    """``inputReplyToMonoForum#69d66c45 monoforum_peer_id:InputPeer = InputReplyTo;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x69d66c45
+    TL_NAME: ClassVar[str] = "inputReplyToMonoForum"
+
+    monoforum_peer_id: TypeInputPeer
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.monoforum_peer_id._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputReplyToMonoForum:
+        _monoforum_peer_id = r.read_boxed(_T_INPUTPEER)
+        return cls(monoforum_peer_id=_monoforum_peer_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputReplyToEphemeralMessage(TLObject):
+    """``inputReplyToEphemeralMessage#4119b95e id:int = InputReplyTo;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x4119b95e
+    TL_NAME: ClassVar[str] = "inputReplyToEphemeralMessage"
+
+    id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputReplyToEphemeralMessage:
+        _id = r.read_int()
+        return cls(id=_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageReplyHeader(TLObject):
+    """
+    ``messageReplyHeader#1b97dd66 flags:# reply_to_scheduled:flags.2?true forum_topic:flags.3?true
+    quote:flags.9?true reply_to_ephemeral:flags.13?true reply_to_msg_id:flags.4?int reply_to_peer_id:flags.0?Peer
+    reply_from:flags.5?MessageFwdHeader reply_media:flags.8?MessageMedia reply_to_top_id:flags.1?int
+    quote_text:flags.6?string quote_entities:flags.7?Vector<MessageEntity> quote_offset:flags.10?int
+    todo_item_id:flags.11?int poll_option:flags.12?bytes = MessageReplyHeader;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x1b97dd66
+    TL_NAME: ClassVar[str] = "messageReplyHeader"
+
+    reply_to_scheduled: bool = False
+    forum_topic: bool = False
+    quote: bool = False
+    reply_to_ephemeral: bool = False
+    reply_to_msg_id: int | None = None
+    reply_to_peer_id: TypePeer | None = None
+    reply_from: TypeMessageFwdHeader | None = None
+    reply_media: TLObject | None = None
+    reply_to_top_id: int | None = None
+    quote_text: str | None = None
+    quote_entities: list[TypeMessageEntity] | None = None
+    quote_offset: int | None = None
+    todo_item_id: int | None = None
+    poll_option: bytes | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (4 if self.reply_to_scheduled else 0)
+            | (8 if self.forum_topic else 0)
+            | (512 if self.quote else 0)
+            | (8192 if self.reply_to_ephemeral else 0)
+            | (16 if self.reply_to_msg_id is not None else 0)
+            | (1 if self.reply_to_peer_id is not None else 0)
+            | (32 if self.reply_from is not None else 0)
+            | (256 if self.reply_media is not None else 0)
+            | (2 if self.reply_to_top_id is not None else 0)
+            | (64 if self.quote_text is not None else 0)
+            | (128 if self.quote_entities is not None else 0)
+            | (1024 if self.quote_offset is not None else 0)
+            | (2048 if self.todo_item_id is not None else 0)
+            | (4096 if self.poll_option is not None else 0)
+        )
+        out += UINT.pack(flags)
+        if self.reply_to_msg_id is not None:
+            out += INT.pack(self.reply_to_msg_id)
+        if self.reply_to_peer_id is not None:
+            self.reply_to_peer_id._write(out)
+        if self.reply_from is not None:
+            self.reply_from._write(out)
+        if self.reply_media is not None:
+            self.reply_media._write(out)
+        if self.reply_to_top_id is not None:
+            out += INT.pack(self.reply_to_top_id)
+        if self.quote_text is not None:
+            write_string(out, self.quote_text)
+        if self.quote_entities is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.quote_entities))
+            for quote_entities_item in self.quote_entities:
+                quote_entities_item._write(out)
+        if self.quote_offset is not None:
+            out += INT.pack(self.quote_offset)
+        if self.todo_item_id is not None:
+            out += INT.pack(self.todo_item_id)
+        if self.poll_option is not None:
+            write_bytes(out, self.poll_option)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageReplyHeader:
+        flags = r.read_uint()
+        _reply_to_scheduled = (flags & 4) != 0
+        _forum_topic = (flags & 8) != 0
+        _quote = (flags & 512) != 0
+        _reply_to_ephemeral = (flags & 8192) != 0
+        _reply_to_msg_id = r.read_int() if flags & 16 else None
+        _reply_to_peer_id = r.read_boxed(_T_PEER) if flags & 1 else None
+        _reply_from = r.read_boxed(_T_MESSAGEFWDHEADER) if flags & 32 else None
+        _reply_media = r.read_object() if flags & 256 else None
+        _reply_to_top_id = r.read_int() if flags & 2 else None
+        _quote_text = r.read_string() if flags & 64 else None
+        _quote_entities = r.read_vector(lambda: r.read_boxed(_T_MESSAGEENTITY)) if flags & 128 else None
+        _quote_offset = r.read_int() if flags & 1024 else None
+        _todo_item_id = r.read_int() if flags & 2048 else None
+        _poll_option = r.read_bytes() if flags & 4096 else None
+        return cls(
+            reply_to_scheduled=_reply_to_scheduled,
+            forum_topic=_forum_topic,
+            quote=_quote,
+            reply_to_ephemeral=_reply_to_ephemeral,
+            reply_to_msg_id=_reply_to_msg_id,
+            reply_to_peer_id=_reply_to_peer_id,
+            reply_from=_reply_from,
+            reply_media=_reply_media,
+            reply_to_top_id=_reply_to_top_id,
+            quote_text=_quote_text,
+            quote_entities=_quote_entities,
+            quote_offset=_quote_offset,
+            todo_item_id=_todo_item_id,
+            poll_option=_poll_option,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageReplyStoryHeader(TLObject):
+    """``messageReplyStoryHeader#e5af939 peer:Peer story_id:int = MessageReplyHeader;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x0e5af939
+    TL_NAME: ClassVar[str] = "messageReplyStoryHeader"
+
+    peer: TypePeer
+    story_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        out += INT.pack(self.story_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageReplyStoryHeader:
+        _peer = r.read_boxed(_T_PEER)
+        _story_id = r.read_int()
+        return cls(peer=_peer, story_id=_story_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageFwdHeader(TLObject):
+    """
+    ``messageFwdHeader#4e4df4bb flags:# imported:flags.7?true saved_out:flags.11?true from_id:flags.0?Peer
+    from_name:flags.5?string date:int channel_post:flags.2?int post_author:flags.3?string
+    saved_from_peer:flags.4?Peer saved_from_msg_id:flags.4?int saved_from_id:flags.8?Peer
+    saved_from_name:flags.9?string saved_date:flags.10?int psa_type:flags.6?string = MessageFwdHeader;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x4e4df4bb
+    TL_NAME: ClassVar[str] = "messageFwdHeader"
+
+    date: int
+    imported: bool = False
+    saved_out: bool = False
+    from_id: TypePeer | None = None
+    from_name: str | None = None
+    channel_post: int | None = None
+    post_author: str | None = None
+    saved_from_peer: TypePeer | None = None
+    saved_from_msg_id: int | None = None
+    saved_from_id: TypePeer | None = None
+    saved_from_name: str | None = None
+    saved_date: int | None = None
+    psa_type: str | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (self.saved_from_peer is None)
+            == (self.saved_from_msg_id is None)
+        ):
+            raise LocalProtocolError(
+                "messageFwdHeader: saved_from_peer, saved_from_msg_id share flags.4; set all or none"
+            )
+        flags = (
+            (128 if self.imported else 0)
+            | (2048 if self.saved_out else 0)
+            | (1 if self.from_id is not None else 0)
+            | (32 if self.from_name is not None else 0)
+            | (4 if self.channel_post is not None else 0)
+            | (8 if self.post_author is not None else 0)
+            | (16 if self.saved_from_peer is not None else 0)
+            | (16 if self.saved_from_msg_id is not None else 0)
+            | (256 if self.saved_from_id is not None else 0)
+            | (512 if self.saved_from_name is not None else 0)
+            | (1024 if self.saved_date is not None else 0)
+            | (64 if self.psa_type is not None else 0)
+        )
+        out += UINT.pack(flags)
+        if self.from_id is not None:
+            self.from_id._write(out)
+        if self.from_name is not None:
+            write_string(out, self.from_name)
+        out += INT.pack(self.date)
+        if self.channel_post is not None:
+            out += INT.pack(self.channel_post)
+        if self.post_author is not None:
+            write_string(out, self.post_author)
+        if self.saved_from_peer is not None:
+            self.saved_from_peer._write(out)
+        if self.saved_from_msg_id is not None:
+            out += INT.pack(self.saved_from_msg_id)
+        if self.saved_from_id is not None:
+            self.saved_from_id._write(out)
+        if self.saved_from_name is not None:
+            write_string(out, self.saved_from_name)
+        if self.saved_date is not None:
+            out += INT.pack(self.saved_date)
+        if self.psa_type is not None:
+            write_string(out, self.psa_type)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageFwdHeader:
+        flags = r.read_uint()
+        _imported = (flags & 128) != 0
+        _saved_out = (flags & 2048) != 0
+        _from_id = r.read_boxed(_T_PEER) if flags & 1 else None
+        _from_name = r.read_string() if flags & 32 else None
+        _date = r.read_int()
+        _channel_post = r.read_int() if flags & 4 else None
+        _post_author = r.read_string() if flags & 8 else None
+        _saved_from_peer = r.read_boxed(_T_PEER) if flags & 16 else None
+        _saved_from_msg_id = r.read_int() if flags & 16 else None
+        _saved_from_id = r.read_boxed(_T_PEER) if flags & 256 else None
+        _saved_from_name = r.read_string() if flags & 512 else None
+        _saved_date = r.read_int() if flags & 1024 else None
+        _psa_type = r.read_string() if flags & 64 else None
+        return cls(
+            imported=_imported,
+            saved_out=_saved_out,
+            from_id=_from_id,
+            from_name=_from_name,
+            date=_date,
+            channel_post=_channel_post,
+            post_author=_post_author,
+            saved_from_peer=_saved_from_peer,
+            saved_from_msg_id=_saved_from_msg_id,
+            saved_from_id=_saved_from_id,
+            saved_from_name=_saved_from_name,
+            saved_date=_saved_date,
+            psa_type=_psa_type,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterEmpty(TLObject):
+    """``inputMessagesFilterEmpty#57e2f66c = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x57e2f66c
+    TL_NAME: ClassVar[str] = "inputMessagesFilterEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterPhotos(TLObject):
+    """``inputMessagesFilterPhotos#9609a51c = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9609a51c
+    TL_NAME: ClassVar[str] = "inputMessagesFilterPhotos"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterPhotos:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterVideo(TLObject):
+    """``inputMessagesFilterVideo#9fc00e65 = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9fc00e65
+    TL_NAME: ClassVar[str] = "inputMessagesFilterVideo"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterVideo:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterPhotoVideo(TLObject):
+    """``inputMessagesFilterPhotoVideo#56e9f0e4 = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x56e9f0e4
+    TL_NAME: ClassVar[str] = "inputMessagesFilterPhotoVideo"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterPhotoVideo:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterDocument(TLObject):
+    """``inputMessagesFilterDocument#9eddf188 = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9eddf188
+    TL_NAME: ClassVar[str] = "inputMessagesFilterDocument"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterDocument:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterUrl(TLObject):
+    """``inputMessagesFilterUrl#7ef0dd87 = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x7ef0dd87
+    TL_NAME: ClassVar[str] = "inputMessagesFilterUrl"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterUrl:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterGif(TLObject):
+    """``inputMessagesFilterGif#ffc86587 = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xffc86587
+    TL_NAME: ClassVar[str] = "inputMessagesFilterGif"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterGif:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterVoice(TLObject):
+    """``inputMessagesFilterVoice#50f5c392 = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x50f5c392
+    TL_NAME: ClassVar[str] = "inputMessagesFilterVoice"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterVoice:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterMusic(TLObject):
+    """``inputMessagesFilterMusic#3751b49e = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x3751b49e
+    TL_NAME: ClassVar[str] = "inputMessagesFilterMusic"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterMusic:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterChatPhotos(TLObject):
+    """``inputMessagesFilterChatPhotos#3a20ecb8 = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x3a20ecb8
+    TL_NAME: ClassVar[str] = "inputMessagesFilterChatPhotos"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterChatPhotos:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterPhoneCalls(TLObject):
+    """``inputMessagesFilterPhoneCalls#80c99768 flags:# missed:flags.0?true = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x80c99768
+    TL_NAME: ClassVar[str] = "inputMessagesFilterPhoneCalls"
+
+    missed: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.missed else 0)
+        out += UINT.pack(flags)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterPhoneCalls:
+        flags = r.read_uint()
+        _missed = (flags & 1) != 0
+        return cls(missed=_missed)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterRoundVoice(TLObject):
+    """``inputMessagesFilterRoundVoice#7a7c17a4 = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x7a7c17a4
+    TL_NAME: ClassVar[str] = "inputMessagesFilterRoundVoice"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterRoundVoice:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterRoundVideo(TLObject):
+    """``inputMessagesFilterRoundVideo#b549da53 = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xb549da53
+    TL_NAME: ClassVar[str] = "inputMessagesFilterRoundVideo"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterRoundVideo:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterMyMentions(TLObject):
+    """``inputMessagesFilterMyMentions#c1f8e69a = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xc1f8e69a
+    TL_NAME: ClassVar[str] = "inputMessagesFilterMyMentions"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterMyMentions:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterGeo(TLObject):
+    """``inputMessagesFilterGeo#e7026d0d = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xe7026d0d
+    TL_NAME: ClassVar[str] = "inputMessagesFilterGeo"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterGeo:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterContacts(TLObject):
+    """``inputMessagesFilterContacts#e062db83 = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xe062db83
+    TL_NAME: ClassVar[str] = "inputMessagesFilterContacts"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterContacts:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterPinned(TLObject):
+    """``inputMessagesFilterPinned#1bb00451 = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x1bb00451
+    TL_NAME: ClassVar[str] = "inputMessagesFilterPinned"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterPinned:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagesFilterPoll(TLObject):
+    """``inputMessagesFilterPoll#fa2bc90a = MessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xfa2bc90a
+    TL_NAME: ClassVar[str] = "inputMessagesFilterPoll"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagesFilterPoll:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessageID(TLObject):
+    """``inputMessageID#a676a322 id:int = InputMessage;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xa676a322
+    TL_NAME: ClassVar[str] = "inputMessageID"
+
+    id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessageID:
+        _id = r.read_int()
+        return cls(id=_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessageReplyTo(TLObject):
+    """``inputMessageReplyTo#bad88395 id:int = InputMessage;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xbad88395
+    TL_NAME: ClassVar[str] = "inputMessageReplyTo"
+
+    id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessageReplyTo:
+        _id = r.read_int()
+        return cls(id=_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessagePinned(TLObject):
+    """``inputMessagePinned#86872538 = InputMessage;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x86872538
+    TL_NAME: ClassVar[str] = "inputMessagePinned"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessagePinned:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMessageCallbackQuery(TLObject):
+    """``inputMessageCallbackQuery#acfa1a7e id:int query_id:long = InputMessage;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xacfa1a7e
+    TL_NAME: ClassVar[str] = "inputMessageCallbackQuery"
+
+    id: int
+    query_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.id)
+        out += LONG.pack(self.query_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMessageCallbackQuery:
+        _id = r.read_int()
+        _query_id = r.read_long()
+        return cls(id=_id, query_id=_query_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateNewMessage(TLObject):
+    """``updateNewMessage#1f2b0afd message:Message pts:int pts_count:int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x1f2b0afd
+    TL_NAME: ClassVar[str] = "updateNewMessage"
+
+    message: TypeMessage
+    pts: int
+    pts_count: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.message._write(out)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.pts_count)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateNewMessage:
+        _message = r.read_boxed(_T_MESSAGE)
+        _pts = r.read_int()
+        _pts_count = r.read_int()
+        return cls(message=_message, pts=_pts, pts_count=_pts_count)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateMessageID(TLObject):
+    """``updateMessageID#4e90bfd6 id:int random_id:long = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x4e90bfd6
+    TL_NAME: ClassVar[str] = "updateMessageID"
+
+    id: int
+    random_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.id)
+        out += LONG.pack(self.random_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateMessageID:
+        _id = r.read_int()
+        _random_id = r.read_long()
+        return cls(id=_id, random_id=_random_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateDeleteMessages(TLObject):
+    """``updateDeleteMessages#a20db0e5 messages:Vector<int> pts:int pts_count:int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xa20db0e5
+    TL_NAME: ClassVar[str] = "updateDeleteMessages"
+
+    messages: list[int]
+    pts: int
+    pts_count: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += VECTOR_HEADER + INT.pack(len(self.messages))
+        for messages_item in self.messages:
+            out += INT.pack(messages_item)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.pts_count)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateDeleteMessages:
+        _messages = r.read_vector(r.read_int)
+        _pts = r.read_int()
+        _pts_count = r.read_int()
+        return cls(messages=_messages, pts=_pts, pts_count=_pts_count)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateEditMessage(TLObject):
+    """``updateEditMessage#e40370a3 message:Message pts:int pts_count:int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xe40370a3
+    TL_NAME: ClassVar[str] = "updateEditMessage"
+
+    message: TypeMessage
+    pts: int
+    pts_count: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.message._write(out)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.pts_count)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateEditMessage:
+        _message = r.read_boxed(_T_MESSAGE)
+        _pts = r.read_int()
+        _pts_count = r.read_int()
+        return cls(message=_message, pts=_pts, pts_count=_pts_count)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateReadHistoryInbox(TLObject):
+    """
+    ``updateReadHistoryInbox#9e84bc99 flags:# folder_id:flags.0?int peer:Peer top_msg_id:flags.1?int max_id:int
+    still_unread_count:int pts:int pts_count:int = Update;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9e84bc99
+    TL_NAME: ClassVar[str] = "updateReadHistoryInbox"
+
+    peer: TypePeer
+    max_id: int
+    still_unread_count: int
+    pts: int
+    pts_count: int
+    folder_id: int | None = None
+    top_msg_id: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.folder_id is not None else 0) | (2 if self.top_msg_id is not None else 0)
+        out += UINT.pack(flags)
+        if self.folder_id is not None:
+            out += INT.pack(self.folder_id)
+        self.peer._write(out)
+        if self.top_msg_id is not None:
+            out += INT.pack(self.top_msg_id)
+        out += INT.pack(self.max_id)
+        out += INT.pack(self.still_unread_count)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.pts_count)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateReadHistoryInbox:
+        flags = r.read_uint()
+        _folder_id = r.read_int() if flags & 1 else None
+        _peer = r.read_boxed(_T_PEER)
+        _top_msg_id = r.read_int() if flags & 2 else None
+        _max_id = r.read_int()
+        _still_unread_count = r.read_int()
+        _pts = r.read_int()
+        _pts_count = r.read_int()
+        return cls(
+            folder_id=_folder_id,
+            peer=_peer,
+            top_msg_id=_top_msg_id,
+            max_id=_max_id,
+            still_unread_count=_still_unread_count,
+            pts=_pts,
+            pts_count=_pts_count,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateReadHistoryOutbox(TLObject):
+    """``updateReadHistoryOutbox#2f2f21bf peer:Peer max_id:int pts:int pts_count:int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x2f2f21bf
+    TL_NAME: ClassVar[str] = "updateReadHistoryOutbox"
+
+    peer: TypePeer
+    max_id: int
+    pts: int
+    pts_count: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        out += INT.pack(self.max_id)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.pts_count)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateReadHistoryOutbox:
+        _peer = r.read_boxed(_T_PEER)
+        _max_id = r.read_int()
+        _pts = r.read_int()
+        _pts_count = r.read_int()
+        return cls(peer=_peer, max_id=_max_id, pts=_pts, pts_count=_pts_count)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateNewChannelMessage(TLObject):
+    """``updateNewChannelMessage#62ba04d9 message:Message pts:int pts_count:int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x62ba04d9
+    TL_NAME: ClassVar[str] = "updateNewChannelMessage"
+
+    message: TypeMessage
+    pts: int
+    pts_count: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.message._write(out)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.pts_count)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateNewChannelMessage:
+        _message = r.read_boxed(_T_MESSAGE)
+        _pts = r.read_int()
+        _pts_count = r.read_int()
+        return cls(message=_message, pts=_pts, pts_count=_pts_count)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateEditChannelMessage(TLObject):
+    """``updateEditChannelMessage#1b3f4df7 message:Message pts:int pts_count:int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x1b3f4df7
+    TL_NAME: ClassVar[str] = "updateEditChannelMessage"
+
+    message: TypeMessage
+    pts: int
+    pts_count: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.message._write(out)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.pts_count)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateEditChannelMessage:
+        _message = r.read_boxed(_T_MESSAGE)
+        _pts = r.read_int()
+        _pts_count = r.read_int()
+        return cls(message=_message, pts=_pts, pts_count=_pts_count)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateDeleteChannelMessages(TLObject):
+    """``updateDeleteChannelMessages#c32d5b12 channel_id:long messages:Vector<int> pts:int pts_count:int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xc32d5b12
+    TL_NAME: ClassVar[str] = "updateDeleteChannelMessages"
+
+    channel_id: int
+    messages: list[int]
+    pts: int
+    pts_count: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.channel_id)
+        out += VECTOR_HEADER + INT.pack(len(self.messages))
+        for messages_item in self.messages:
+            out += INT.pack(messages_item)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.pts_count)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateDeleteChannelMessages:
+        _channel_id = r.read_long()
+        _messages = r.read_vector(r.read_int)
+        _pts = r.read_int()
+        _pts_count = r.read_int()
+        return cls(channel_id=_channel_id, messages=_messages, pts=_pts, pts_count=_pts_count)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateReadChannelInbox(TLObject):
+    """
+    ``updateReadChannelInbox#922e6e10 flags:# folder_id:flags.0?int channel_id:long max_id:int
+    still_unread_count:int pts:int = Update;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x922e6e10
+    TL_NAME: ClassVar[str] = "updateReadChannelInbox"
+
+    channel_id: int
+    max_id: int
+    still_unread_count: int
+    pts: int
+    folder_id: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.folder_id is not None else 0)
+        out += UINT.pack(flags)
+        if self.folder_id is not None:
+            out += INT.pack(self.folder_id)
+        out += LONG.pack(self.channel_id)
+        out += INT.pack(self.max_id)
+        out += INT.pack(self.still_unread_count)
+        out += INT.pack(self.pts)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateReadChannelInbox:
+        flags = r.read_uint()
+        _folder_id = r.read_int() if flags & 1 else None
+        _channel_id = r.read_long()
+        _max_id = r.read_int()
+        _still_unread_count = r.read_int()
+        _pts = r.read_int()
+        return cls(
+            folder_id=_folder_id,
+            channel_id=_channel_id,
+            max_id=_max_id,
+            still_unread_count=_still_unread_count,
+            pts=_pts,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateChannel(TLObject):
+    """``updateChannel#635b4c09 channel_id:long = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x635b4c09
+    TL_NAME: ClassVar[str] = "updateChannel"
+
+    channel_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.channel_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateChannel:
+        _channel_id = r.read_long()
+        return cls(channel_id=_channel_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateChannelTooLong(TLObject):
+    """``updateChannelTooLong#108d941f flags:# channel_id:long pts:flags.0?int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x108d941f
+    TL_NAME: ClassVar[str] = "updateChannelTooLong"
+
+    channel_id: int
+    pts: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.pts is not None else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.channel_id)
+        if self.pts is not None:
+            out += INT.pack(self.pts)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateChannelTooLong:
+        flags = r.read_uint()
+        _channel_id = r.read_long()
+        _pts = r.read_int() if flags & 1 else None
+        return cls(channel_id=_channel_id, pts=_pts)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateChatParticipants(TLObject):
+    """``updateChatParticipants#7761198 participants:ChatParticipants = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x07761198
+    TL_NAME: ClassVar[str] = "updateChatParticipants"
+
+    participants: TypeChatParticipants
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.participants._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateChatParticipants:
+        _participants = r.read_boxed(_T_CHATPARTICIPANTS)
+        return cls(participants=_participants)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdatesTooLong(TLObject):
+    """``updatesTooLong#e317af7e = Updates;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xe317af7e
+    TL_NAME: ClassVar[str] = "updatesTooLong"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdatesTooLong:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateShortMessage(TLObject):
+    """
+    ``updateShortMessage#313bc7f8 flags:# out:flags.1?true mentioned:flags.4?true media_unread:flags.5?true
+    silent:flags.13?true id:int user_id:long message:string pts:int pts_count:int date:int
+    fwd_from:flags.2?MessageFwdHeader via_bot_id:flags.11?long reply_to:flags.3?MessageReplyHeader
+    entities:flags.7?Vector<MessageEntity> ttl_period:flags.25?int = Updates;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x313bc7f8
+    TL_NAME: ClassVar[str] = "updateShortMessage"
+
+    id: int
+    user_id: int
+    message: str
+    pts: int
+    pts_count: int
+    date: int
+    out: bool = False
+    mentioned: bool = False
+    media_unread: bool = False
+    silent: bool = False
+    fwd_from: TypeMessageFwdHeader | None = None
+    via_bot_id: int | None = None
+    reply_to: TypeMessageReplyHeader | None = None
+    entities: list[TypeMessageEntity] | None = None
+    ttl_period: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (2 if self.out else 0)
+            | (16 if self.mentioned else 0)
+            | (32 if self.media_unread else 0)
+            | (8192 if self.silent else 0)
+            | (4 if self.fwd_from is not None else 0)
+            | (2048 if self.via_bot_id is not None else 0)
+            | (8 if self.reply_to is not None else 0)
+            | (128 if self.entities is not None else 0)
+            | (33554432 if self.ttl_period is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += INT.pack(self.id)
+        out += LONG.pack(self.user_id)
+        write_string(out, self.message)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.pts_count)
+        out += INT.pack(self.date)
+        if self.fwd_from is not None:
+            self.fwd_from._write(out)
+        if self.via_bot_id is not None:
+            out += LONG.pack(self.via_bot_id)
+        if self.reply_to is not None:
+            self.reply_to._write(out)
+        if self.entities is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.entities))
+            for entities_item in self.entities:
+                entities_item._write(out)
+        if self.ttl_period is not None:
+            out += INT.pack(self.ttl_period)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateShortMessage:
+        flags = r.read_uint()
+        _out = (flags & 2) != 0
+        _mentioned = (flags & 16) != 0
+        _media_unread = (flags & 32) != 0
+        _silent = (flags & 8192) != 0
+        _id = r.read_int()
+        _user_id = r.read_long()
+        _message = r.read_string()
+        _pts = r.read_int()
+        _pts_count = r.read_int()
+        _date = r.read_int()
+        _fwd_from = r.read_boxed(_T_MESSAGEFWDHEADER) if flags & 4 else None
+        _via_bot_id = r.read_long() if flags & 2048 else None
+        _reply_to = r.read_boxed(_T_MESSAGEREPLYHEADER) if flags & 8 else None
+        _entities = r.read_vector(lambda: r.read_boxed(_T_MESSAGEENTITY)) if flags & 128 else None
+        _ttl_period = r.read_int() if flags & 33554432 else None
+        return cls(
+            out=_out,
+            mentioned=_mentioned,
+            media_unread=_media_unread,
+            silent=_silent,
+            id=_id,
+            user_id=_user_id,
+            message=_message,
+            pts=_pts,
+            pts_count=_pts_count,
+            date=_date,
+            fwd_from=_fwd_from,
+            via_bot_id=_via_bot_id,
+            reply_to=_reply_to,
+            entities=_entities,
+            ttl_period=_ttl_period,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateShortChatMessage(TLObject):
+    """
+    ``updateShortChatMessage#4d6deea5 flags:# out:flags.1?true mentioned:flags.4?true media_unread:flags.5?true
+    silent:flags.13?true id:int from_id:long chat_id:long message:string pts:int pts_count:int date:int
+    fwd_from:flags.2?MessageFwdHeader via_bot_id:flags.11?long reply_to:flags.3?MessageReplyHeader
+    entities:flags.7?Vector<MessageEntity> ttl_period:flags.25?int = Updates;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x4d6deea5
+    TL_NAME: ClassVar[str] = "updateShortChatMessage"
+
+    id: int
+    from_id: int
+    chat_id: int
+    message: str
+    pts: int
+    pts_count: int
+    date: int
+    out: bool = False
+    mentioned: bool = False
+    media_unread: bool = False
+    silent: bool = False
+    fwd_from: TypeMessageFwdHeader | None = None
+    via_bot_id: int | None = None
+    reply_to: TypeMessageReplyHeader | None = None
+    entities: list[TypeMessageEntity] | None = None
+    ttl_period: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (2 if self.out else 0)
+            | (16 if self.mentioned else 0)
+            | (32 if self.media_unread else 0)
+            | (8192 if self.silent else 0)
+            | (4 if self.fwd_from is not None else 0)
+            | (2048 if self.via_bot_id is not None else 0)
+            | (8 if self.reply_to is not None else 0)
+            | (128 if self.entities is not None else 0)
+            | (33554432 if self.ttl_period is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += INT.pack(self.id)
+        out += LONG.pack(self.from_id)
+        out += LONG.pack(self.chat_id)
+        write_string(out, self.message)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.pts_count)
+        out += INT.pack(self.date)
+        if self.fwd_from is not None:
+            self.fwd_from._write(out)
+        if self.via_bot_id is not None:
+            out += LONG.pack(self.via_bot_id)
+        if self.reply_to is not None:
+            self.reply_to._write(out)
+        if self.entities is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.entities))
+            for entities_item in self.entities:
+                entities_item._write(out)
+        if self.ttl_period is not None:
+            out += INT.pack(self.ttl_period)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateShortChatMessage:
+        flags = r.read_uint()
+        _out = (flags & 2) != 0
+        _mentioned = (flags & 16) != 0
+        _media_unread = (flags & 32) != 0
+        _silent = (flags & 8192) != 0
+        _id = r.read_int()
+        _from_id = r.read_long()
+        _chat_id = r.read_long()
+        _message = r.read_string()
+        _pts = r.read_int()
+        _pts_count = r.read_int()
+        _date = r.read_int()
+        _fwd_from = r.read_boxed(_T_MESSAGEFWDHEADER) if flags & 4 else None
+        _via_bot_id = r.read_long() if flags & 2048 else None
+        _reply_to = r.read_boxed(_T_MESSAGEREPLYHEADER) if flags & 8 else None
+        _entities = r.read_vector(lambda: r.read_boxed(_T_MESSAGEENTITY)) if flags & 128 else None
+        _ttl_period = r.read_int() if flags & 33554432 else None
+        return cls(
+            out=_out,
+            mentioned=_mentioned,
+            media_unread=_media_unread,
+            silent=_silent,
+            id=_id,
+            from_id=_from_id,
+            chat_id=_chat_id,
+            message=_message,
+            pts=_pts,
+            pts_count=_pts_count,
+            date=_date,
+            fwd_from=_fwd_from,
+            via_bot_id=_via_bot_id,
+            reply_to=_reply_to,
+            entities=_entities,
+            ttl_period=_ttl_period,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateShort(TLObject):
+    """``updateShort#78d4dec1 update:Update date:int = Updates;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x78d4dec1
+    TL_NAME: ClassVar[str] = "updateShort"
+
+    update: TypeUpdate
+    date: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.update._write(out)
+        out += INT.pack(self.date)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateShort:
+        _update = r.read_boxed(_T_UPDATE)
+        _date = r.read_int()
+        return cls(update=_update, date=_date)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdatesCombined(TLObject):
+    """
+    ``updatesCombined#725b04c3 updates:Vector<Update> users:Vector<User> chats:Vector<Chat> date:int seq_start:int
+    seq:int = Updates;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x725b04c3
+    TL_NAME: ClassVar[str] = "updatesCombined"
+
+    updates: list[TypeUpdate]
+    users: list[TypeUser]
+    chats: list[TypeChat]
+    date: int
+    seq_start: int
+    seq: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += VECTOR_HEADER + INT.pack(len(self.updates))
+        for updates_item in self.updates:
+            updates_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.users))
+        for users_item in self.users:
+            users_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.chats))
+        for chats_item in self.chats:
+            chats_item._write(out)
+        out += INT.pack(self.date)
+        out += INT.pack(self.seq_start)
+        out += INT.pack(self.seq)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdatesCombined:
+        _updates = r.read_vector(lambda: r.read_boxed(_T_UPDATE))
+        _users = r.read_vector(lambda: r.read_boxed(_T_USER))
+        _chats = r.read_vector(lambda: r.read_boxed(_T_CHAT))
+        _date = r.read_int()
+        _seq_start = r.read_int()
+        _seq = r.read_int()
+        return cls(updates=_updates, users=_users, chats=_chats, date=_date, seq_start=_seq_start, seq=_seq)
+
+
+@dataclass(slots=True, kw_only=True)
+class Updates(TLObject):
+    """``updates#74ae4240 updates:Vector<Update> users:Vector<User> chats:Vector<Chat> date:int seq:int = Updates;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x74ae4240
+    TL_NAME: ClassVar[str] = "updates"
+
+    updates: list[TypeUpdate]
+    users: list[TypeUser]
+    chats: list[TypeChat]
+    date: int
+    seq: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += VECTOR_HEADER + INT.pack(len(self.updates))
+        for updates_item in self.updates:
+            updates_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.users))
+        for users_item in self.users:
+            users_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.chats))
+        for chats_item in self.chats:
+            chats_item._write(out)
+        out += INT.pack(self.date)
+        out += INT.pack(self.seq)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> Updates:
+        _updates = r.read_vector(lambda: r.read_boxed(_T_UPDATE))
+        _users = r.read_vector(lambda: r.read_boxed(_T_USER))
+        _chats = r.read_vector(lambda: r.read_boxed(_T_CHAT))
+        _date = r.read_int()
+        _seq = r.read_int()
+        return cls(updates=_updates, users=_users, chats=_chats, date=_date, seq=_seq)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateShortSentMessage(TLObject):
+    """
+    ``updateShortSentMessage#9015e101 flags:# out:flags.1?true id:int pts:int pts_count:int date:int
+    media:flags.9?MessageMedia entities:flags.7?Vector<MessageEntity> ttl_period:flags.25?int = Updates;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9015e101
+    TL_NAME: ClassVar[str] = "updateShortSentMessage"
+
+    id: int
+    pts: int
+    pts_count: int
+    date: int
+    out: bool = False
+    media: TLObject | None = None
+    entities: list[TypeMessageEntity] | None = None
+    ttl_period: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (2 if self.out else 0)
+            | (512 if self.media is not None else 0)
+            | (128 if self.entities is not None else 0)
+            | (33554432 if self.ttl_period is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += INT.pack(self.id)
+        out += INT.pack(self.pts)
+        out += INT.pack(self.pts_count)
+        out += INT.pack(self.date)
+        if self.media is not None:
+            self.media._write(out)
+        if self.entities is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.entities))
+            for entities_item in self.entities:
+                entities_item._write(out)
+        if self.ttl_period is not None:
+            out += INT.pack(self.ttl_period)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateShortSentMessage:
+        flags = r.read_uint()
+        _out = (flags & 2) != 0
+        _id = r.read_int()
+        _pts = r.read_int()
+        _pts_count = r.read_int()
+        _date = r.read_int()
+        _media = r.read_object() if flags & 512 else None
+        _entities = r.read_vector(lambda: r.read_boxed(_T_MESSAGEENTITY)) if flags & 128 else None
+        _ttl_period = r.read_int() if flags & 33554432 else None
+        return cls(
+            out=_out,
+            id=_id,
+            pts=_pts,
+            pts_count=_pts_count,
+            date=_date,
+            media=_media,
+            entities=_entities,
+            ttl_period=_ttl_period,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageActionEmpty(TLObject):
+    """``messageActionEmpty#b6aef7b0 = MessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xb6aef7b0
+    TL_NAME: ClassVar[str] = "messageActionEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageActionEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageActionChatCreate(TLObject):
+    """``messageActionChatCreate#bd47cbad title:string users:Vector<long> = MessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xbd47cbad
+    TL_NAME: ClassVar[str] = "messageActionChatCreate"
+
+    title: str
+    users: list[int]
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.title)
+        out += VECTOR_HEADER + INT.pack(len(self.users))
+        for users_item in self.users:
+            out += LONG.pack(users_item)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageActionChatCreate:
+        _title = r.read_string()
+        _users = r.read_vector(r.read_long, 8)
+        return cls(title=_title, users=_users)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageActionChatEditTitle(TLObject):
+    """``messageActionChatEditTitle#b5a1ce5a title:string = MessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xb5a1ce5a
+    TL_NAME: ClassVar[str] = "messageActionChatEditTitle"
+
+    title: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.title)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageActionChatEditTitle:
+        _title = r.read_string()
+        return cls(title=_title)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageActionChatAddUser(TLObject):
+    """``messageActionChatAddUser#15cefd00 users:Vector<long> = MessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x15cefd00
+    TL_NAME: ClassVar[str] = "messageActionChatAddUser"
+
+    users: list[int]
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += VECTOR_HEADER + INT.pack(len(self.users))
+        for users_item in self.users:
+            out += LONG.pack(users_item)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageActionChatAddUser:
+        _users = r.read_vector(r.read_long, 8)
+        return cls(users=_users)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageActionChatDeleteUser(TLObject):
+    """``messageActionChatDeleteUser#a43f30cc user_id:long = MessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xa43f30cc
+    TL_NAME: ClassVar[str] = "messageActionChatDeleteUser"
+
+    user_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.user_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageActionChatDeleteUser:
+        _user_id = r.read_long()
+        return cls(user_id=_user_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageActionChannelCreate(TLObject):
+    """``messageActionChannelCreate#95d2ac92 title:string = MessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x95d2ac92
+    TL_NAME: ClassVar[str] = "messageActionChannelCreate"
+
+    title: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.title)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageActionChannelCreate:
+        _title = r.read_string()
+        return cls(title=_title)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageActionPinMessage(TLObject):
+    """``messageActionPinMessage#94bd38ed = MessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x94bd38ed
+    TL_NAME: ClassVar[str] = "messageActionPinMessage"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageActionPinMessage:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageActionHistoryClear(TLObject):
+    """``messageActionHistoryClear#9fbab604 = MessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9fbab604
+    TL_NAME: ClassVar[str] = "messageActionHistoryClear"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageActionHistoryClear:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class ChatParticipantsForbidden(TLObject):
+    """
+    ``chatParticipantsForbidden#8763d3e1 flags:# chat_id:long self_participant:flags.0?ChatParticipant =
+    ChatParticipants;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x8763d3e1
+    TL_NAME: ClassVar[str] = "chatParticipantsForbidden"
+
+    chat_id: int
+    self_participant: TypeChatParticipant | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.self_participant is not None else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.chat_id)
+        if self.self_participant is not None:
+            self.self_participant._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChatParticipantsForbidden:
+        flags = r.read_uint()
+        _chat_id = r.read_long()
+        _self_participant = r.read_boxed(_T_CHATPARTICIPANT) if flags & 1 else None
+        return cls(chat_id=_chat_id, self_participant=_self_participant)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChatParticipants(TLObject):
+    """
+    ``chatParticipants#3cbc93f8 chat_id:long participants:Vector<ChatParticipant> version:int = ChatParticipants;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x3cbc93f8
+    TL_NAME: ClassVar[str] = "chatParticipants"
+
+    chat_id: int
+    participants: list[TypeChatParticipant]
+    version: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.chat_id)
+        out += VECTOR_HEADER + INT.pack(len(self.participants))
+        for participants_item in self.participants:
+            participants_item._write(out)
+        out += INT.pack(self.version)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChatParticipants:
+        _chat_id = r.read_long()
+        _participants = r.read_vector(lambda: r.read_boxed(_T_CHATPARTICIPANT))
+        _version = r.read_int()
+        return cls(chat_id=_chat_id, participants=_participants, version=_version)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChatParticipant(TLObject):
+    """
+    ``chatParticipant#38e79fde flags:# user_id:long inviter_id:long date:int rank:flags.0?string =
+    ChatParticipant;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x38e79fde
+    TL_NAME: ClassVar[str] = "chatParticipant"
+
+    user_id: int
+    inviter_id: int
+    date: int
+    rank: str | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.rank is not None else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.user_id)
+        out += LONG.pack(self.inviter_id)
+        out += INT.pack(self.date)
+        if self.rank is not None:
+            write_string(out, self.rank)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChatParticipant:
+        flags = r.read_uint()
+        _user_id = r.read_long()
+        _inviter_id = r.read_long()
+        _date = r.read_int()
+        _rank = r.read_string() if flags & 1 else None
+        return cls(user_id=_user_id, inviter_id=_inviter_id, date=_date, rank=_rank)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChatParticipantCreator(TLObject):
+    """``chatParticipantCreator#e1f867b8 flags:# user_id:long rank:flags.0?string = ChatParticipant;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xe1f867b8
+    TL_NAME: ClassVar[str] = "chatParticipantCreator"
+
+    user_id: int
+    rank: str | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.rank is not None else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.user_id)
+        if self.rank is not None:
+            write_string(out, self.rank)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChatParticipantCreator:
+        flags = r.read_uint()
+        _user_id = r.read_long()
+        _rank = r.read_string() if flags & 1 else None
+        return cls(user_id=_user_id, rank=_rank)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChatParticipantAdmin(TLObject):
+    """
+    ``chatParticipantAdmin#360d5d2 flags:# user_id:long inviter_id:long date:int rank:flags.0?string =
+    ChatParticipant;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x0360d5d2
+    TL_NAME: ClassVar[str] = "chatParticipantAdmin"
+
+    user_id: int
+    inviter_id: int
+    date: int
+    rank: str | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.rank is not None else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.user_id)
+        out += LONG.pack(self.inviter_id)
+        out += INT.pack(self.date)
+        if self.rank is not None:
+            write_string(out, self.rank)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChatParticipantAdmin:
+        flags = r.read_uint()
+        _user_id = r.read_long()
+        _inviter_id = r.read_long()
+        _date = r.read_int()
+        _rank = r.read_string() if flags & 1 else None
+        return cls(user_id=_user_id, inviter_id=_inviter_id, date=_date, rank=_rank)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageEmpty(TLObject):
+    """``messageEmpty#90a6ca84 flags:# id:int peer_id:flags.0?Peer = Message;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x90a6ca84
+    TL_NAME: ClassVar[str] = "messageEmpty"
+
+    id: int
+    peer_id: TypePeer | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.peer_id is not None else 0)
+        out += UINT.pack(flags)
+        out += INT.pack(self.id)
+        if self.peer_id is not None:
+            self.peer_id._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageEmpty:
+        flags = r.read_uint()
+        _id = r.read_int()
+        _peer_id = r.read_boxed(_T_PEER) if flags & 1 else None
+        return cls(id=_id, peer_id=_peer_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class Message(TLObject):
+    """
+    ``message#7600b9d3 flags:# out:flags.1?true mentioned:flags.4?true media_unread:flags.5?true
+    silent:flags.13?true post:flags.14?true from_scheduled:flags.18?true legacy:flags.19?true
+    edit_hide:flags.21?true pinned:flags.24?true noforwards:flags.26?true invert_media:flags.27?true flags2:#
+    offline:flags2.1?true video_processing_pending:flags2.4?true paid_suggested_post_stars:flags2.8?true
+    paid_suggested_post_ton:flags2.9?true id:int from_id:flags.8?Peer from_boosts_applied:flags.29?int
+    from_rank:flags2.12?string peer_id:Peer saved_peer_id:flags.28?Peer fwd_from:flags.2?MessageFwdHeader
+    via_bot_id:flags.11?long via_business_bot_id:flags2.0?long guestchat_via_from:flags2.19?Peer
+    reply_to:flags.3?MessageReplyHeader date:int message:string media:flags.9?MessageMedia
+    reply_markup:flags.6?ReplyMarkup entities:flags.7?Vector<MessageEntity> views:flags.10?int forwards:flags.10?int
+    replies:flags.23?MessageReplies edit_date:flags.15?int post_author:flags.16?string grouped_id:flags.17?long
+    reactions:flags.20?MessageReactions restriction_reason:flags.22?Vector<RestrictionReason>
+    ttl_period:flags.25?int quick_reply_shortcut_id:flags.30?int effect:flags2.2?long factcheck:flags2.3?FactCheck
+    report_delivery_until_date:flags2.5?int paid_message_stars:flags2.6?long suggested_post:flags2.7?SuggestedPost
+    schedule_repeat_period:flags2.10?int summary_from_language:flags2.11?string rich_message:flags2.13?RichMessage =
+    Message;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x7600b9d3
+    TL_NAME: ClassVar[str] = "message"
+
+    id: int
+    peer_id: TypePeer
+    date: int
+    message: str
+    out: bool = False
+    mentioned: bool = False
+    media_unread: bool = False
+    silent: bool = False
+    post: bool = False
+    from_scheduled: bool = False
+    legacy: bool = False
+    edit_hide: bool = False
+    pinned: bool = False
+    noforwards: bool = False
+    invert_media: bool = False
+    offline: bool = False
+    video_processing_pending: bool = False
+    paid_suggested_post_stars: bool = False
+    paid_suggested_post_ton: bool = False
+    from_id: TypePeer | None = None
+    from_boosts_applied: int | None = None
+    from_rank: str | None = None
+    saved_peer_id: TypePeer | None = None
+    fwd_from: TypeMessageFwdHeader | None = None
+    via_bot_id: int | None = None
+    via_business_bot_id: int | None = None
+    guestchat_via_from: TypePeer | None = None
+    reply_to: TypeMessageReplyHeader | None = None
+    media: TLObject | None = None
+    reply_markup: TLObject | None = None
+    entities: list[TypeMessageEntity] | None = None
+    views: int | None = None
+    forwards: int | None = None
+    replies: TLObject | None = None
+    edit_date: int | None = None
+    post_author: str | None = None
+    grouped_id: int | None = None
+    reactions: TLObject | None = None
+    restriction_reason: list[TLObject] | None = None
+    ttl_period: int | None = None
+    quick_reply_shortcut_id: int | None = None
+    effect: int | None = None
+    factcheck: TLObject | None = None
+    report_delivery_until_date: int | None = None
+    paid_message_stars: int | None = None
+    suggested_post: TLObject | None = None
+    schedule_repeat_period: int | None = None
+    summary_from_language: str | None = None
+    rich_message: TLObject | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (self.views is None)
+            == (self.forwards is None)
+        ):
+            raise LocalProtocolError(
+                "message: views, forwards share flags.10; set all or none"
+            )
+        flags = (
+            (2 if self.out else 0)
+            | (16 if self.mentioned else 0)
+            | (32 if self.media_unread else 0)
+            | (8192 if self.silent else 0)
+            | (16384 if self.post else 0)
+            | (262144 if self.from_scheduled else 0)
+            | (524288 if self.legacy else 0)
+            | (2097152 if self.edit_hide else 0)
+            | (16777216 if self.pinned else 0)
+            | (67108864 if self.noforwards else 0)
+            | (134217728 if self.invert_media else 0)
+            | (256 if self.from_id is not None else 0)
+            | (536870912 if self.from_boosts_applied is not None else 0)
+            | (268435456 if self.saved_peer_id is not None else 0)
+            | (4 if self.fwd_from is not None else 0)
+            | (2048 if self.via_bot_id is not None else 0)
+            | (8 if self.reply_to is not None else 0)
+            | (512 if self.media is not None else 0)
+            | (64 if self.reply_markup is not None else 0)
+            | (128 if self.entities is not None else 0)
+            | (1024 if self.views is not None else 0)
+            | (1024 if self.forwards is not None else 0)
+            | (8388608 if self.replies is not None else 0)
+            | (32768 if self.edit_date is not None else 0)
+            | (65536 if self.post_author is not None else 0)
+            | (131072 if self.grouped_id is not None else 0)
+            | (1048576 if self.reactions is not None else 0)
+            | (4194304 if self.restriction_reason is not None else 0)
+            | (33554432 if self.ttl_period is not None else 0)
+            | (1073741824 if self.quick_reply_shortcut_id is not None else 0)
+        )
+        out += UINT.pack(flags)
+        flags2 = (
+            (2 if self.offline else 0)
+            | (16 if self.video_processing_pending else 0)
+            | (256 if self.paid_suggested_post_stars else 0)
+            | (512 if self.paid_suggested_post_ton else 0)
+            | (4096 if self.from_rank is not None else 0)
+            | (1 if self.via_business_bot_id is not None else 0)
+            | (524288 if self.guestchat_via_from is not None else 0)
+            | (4 if self.effect is not None else 0)
+            | (8 if self.factcheck is not None else 0)
+            | (32 if self.report_delivery_until_date is not None else 0)
+            | (64 if self.paid_message_stars is not None else 0)
+            | (128 if self.suggested_post is not None else 0)
+            | (1024 if self.schedule_repeat_period is not None else 0)
+            | (2048 if self.summary_from_language is not None else 0)
+            | (8192 if self.rich_message is not None else 0)
+        )
+        out += UINT.pack(flags2)
+        out += INT.pack(self.id)
+        if self.from_id is not None:
+            self.from_id._write(out)
+        if self.from_boosts_applied is not None:
+            out += INT.pack(self.from_boosts_applied)
+        if self.from_rank is not None:
+            write_string(out, self.from_rank)
+        self.peer_id._write(out)
+        if self.saved_peer_id is not None:
+            self.saved_peer_id._write(out)
+        if self.fwd_from is not None:
+            self.fwd_from._write(out)
+        if self.via_bot_id is not None:
+            out += LONG.pack(self.via_bot_id)
+        if self.via_business_bot_id is not None:
+            out += LONG.pack(self.via_business_bot_id)
+        if self.guestchat_via_from is not None:
+            self.guestchat_via_from._write(out)
+        if self.reply_to is not None:
+            self.reply_to._write(out)
+        out += INT.pack(self.date)
+        write_string(out, self.message)
+        if self.media is not None:
+            self.media._write(out)
+        if self.reply_markup is not None:
+            self.reply_markup._write(out)
+        if self.entities is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.entities))
+            for entities_item in self.entities:
+                entities_item._write(out)
+        if self.views is not None:
+            out += INT.pack(self.views)
+        if self.forwards is not None:
+            out += INT.pack(self.forwards)
+        if self.replies is not None:
+            self.replies._write(out)
+        if self.edit_date is not None:
+            out += INT.pack(self.edit_date)
+        if self.post_author is not None:
+            write_string(out, self.post_author)
+        if self.grouped_id is not None:
+            out += LONG.pack(self.grouped_id)
+        if self.reactions is not None:
+            self.reactions._write(out)
+        if self.restriction_reason is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.restriction_reason))
+            for restriction_reason_item in self.restriction_reason:
+                restriction_reason_item._write(out)
+        if self.ttl_period is not None:
+            out += INT.pack(self.ttl_period)
+        if self.quick_reply_shortcut_id is not None:
+            out += INT.pack(self.quick_reply_shortcut_id)
+        if self.effect is not None:
+            out += LONG.pack(self.effect)
+        if self.factcheck is not None:
+            self.factcheck._write(out)
+        if self.report_delivery_until_date is not None:
+            out += INT.pack(self.report_delivery_until_date)
+        if self.paid_message_stars is not None:
+            out += LONG.pack(self.paid_message_stars)
+        if self.suggested_post is not None:
+            self.suggested_post._write(out)
+        if self.schedule_repeat_period is not None:
+            out += INT.pack(self.schedule_repeat_period)
+        if self.summary_from_language is not None:
+            write_string(out, self.summary_from_language)
+        if self.rich_message is not None:
+            self.rich_message._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> Message:
+        flags = r.read_uint()
+        _out = (flags & 2) != 0
+        _mentioned = (flags & 16) != 0
+        _media_unread = (flags & 32) != 0
+        _silent = (flags & 8192) != 0
+        _post = (flags & 16384) != 0
+        _from_scheduled = (flags & 262144) != 0
+        _legacy = (flags & 524288) != 0
+        _edit_hide = (flags & 2097152) != 0
+        _pinned = (flags & 16777216) != 0
+        _noforwards = (flags & 67108864) != 0
+        _invert_media = (flags & 134217728) != 0
+        flags2 = r.read_uint()
+        _offline = (flags2 & 2) != 0
+        _video_processing_pending = (flags2 & 16) != 0
+        _paid_suggested_post_stars = (flags2 & 256) != 0
+        _paid_suggested_post_ton = (flags2 & 512) != 0
+        _id = r.read_int()
+        _from_id = r.read_boxed(_T_PEER) if flags & 256 else None
+        _from_boosts_applied = r.read_int() if flags & 536870912 else None
+        _from_rank = r.read_string() if flags2 & 4096 else None
+        _peer_id = r.read_boxed(_T_PEER)
+        _saved_peer_id = r.read_boxed(_T_PEER) if flags & 268435456 else None
+        _fwd_from = r.read_boxed(_T_MESSAGEFWDHEADER) if flags & 4 else None
+        _via_bot_id = r.read_long() if flags & 2048 else None
+        _via_business_bot_id = r.read_long() if flags2 & 1 else None
+        _guestchat_via_from = r.read_boxed(_T_PEER) if flags2 & 524288 else None
+        _reply_to = r.read_boxed(_T_MESSAGEREPLYHEADER) if flags & 8 else None
+        _date = r.read_int()
+        _message = r.read_string()
+        _media = r.read_object() if flags & 512 else None
+        _reply_markup = r.read_object() if flags & 64 else None
+        _entities = r.read_vector(lambda: r.read_boxed(_T_MESSAGEENTITY)) if flags & 128 else None
+        _views = r.read_int() if flags & 1024 else None
+        _forwards = r.read_int() if flags & 1024 else None
+        _replies = r.read_object() if flags & 8388608 else None
+        _edit_date = r.read_int() if flags & 32768 else None
+        _post_author = r.read_string() if flags & 65536 else None
+        _grouped_id = r.read_long() if flags & 131072 else None
+        _reactions = r.read_object() if flags & 1048576 else None
+        _restriction_reason = r.read_vector(lambda: r.read_object()) if flags & 4194304 else None
+        _ttl_period = r.read_int() if flags & 33554432 else None
+        _quick_reply_shortcut_id = r.read_int() if flags & 1073741824 else None
+        _effect = r.read_long() if flags2 & 4 else None
+        _factcheck = r.read_object() if flags2 & 8 else None
+        _report_delivery_until_date = r.read_int() if flags2 & 32 else None
+        _paid_message_stars = r.read_long() if flags2 & 64 else None
+        _suggested_post = r.read_object() if flags2 & 128 else None
+        _schedule_repeat_period = r.read_int() if flags2 & 1024 else None
+        _summary_from_language = r.read_string() if flags2 & 2048 else None
+        _rich_message = r.read_object() if flags2 & 8192 else None
+        return cls(
+            out=_out,
+            mentioned=_mentioned,
+            media_unread=_media_unread,
+            silent=_silent,
+            post=_post,
+            from_scheduled=_from_scheduled,
+            legacy=_legacy,
+            edit_hide=_edit_hide,
+            pinned=_pinned,
+            noforwards=_noforwards,
+            invert_media=_invert_media,
+            offline=_offline,
+            video_processing_pending=_video_processing_pending,
+            paid_suggested_post_stars=_paid_suggested_post_stars,
+            paid_suggested_post_ton=_paid_suggested_post_ton,
+            id=_id,
+            from_id=_from_id,
+            from_boosts_applied=_from_boosts_applied,
+            from_rank=_from_rank,
+            peer_id=_peer_id,
+            saved_peer_id=_saved_peer_id,
+            fwd_from=_fwd_from,
+            via_bot_id=_via_bot_id,
+            via_business_bot_id=_via_business_bot_id,
+            guestchat_via_from=_guestchat_via_from,
+            reply_to=_reply_to,
+            date=_date,
+            message=_message,
+            media=_media,
+            reply_markup=_reply_markup,
+            entities=_entities,
+            views=_views,
+            forwards=_forwards,
+            replies=_replies,
+            edit_date=_edit_date,
+            post_author=_post_author,
+            grouped_id=_grouped_id,
+            reactions=_reactions,
+            restriction_reason=_restriction_reason,
+            ttl_period=_ttl_period,
+            quick_reply_shortcut_id=_quick_reply_shortcut_id,
+            effect=_effect,
+            factcheck=_factcheck,
+            report_delivery_until_date=_report_delivery_until_date,
+            paid_message_stars=_paid_message_stars,
+            suggested_post=_suggested_post,
+            schedule_repeat_period=_schedule_repeat_period,
+            summary_from_language=_summary_from_language,
+            rich_message=_rich_message,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageService(TLObject):
+    """
+    ``messageService#7a800e0a flags:# out:flags.1?true mentioned:flags.4?true media_unread:flags.5?true
+    reactions_are_possible:flags.9?true silent:flags.13?true post:flags.14?true legacy:flags.19?true id:int
+    from_id:flags.8?Peer peer_id:Peer saved_peer_id:flags.28?Peer reply_to:flags.3?MessageReplyHeader date:int
+    action:MessageAction reactions:flags.20?MessageReactions ttl_period:flags.25?int = Message;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x7a800e0a
+    TL_NAME: ClassVar[str] = "messageService"
+
+    id: int
+    peer_id: TypePeer
+    date: int
+    action: TypeMessageAction
+    out: bool = False
+    mentioned: bool = False
+    media_unread: bool = False
+    reactions_are_possible: bool = False
+    silent: bool = False
+    post: bool = False
+    legacy: bool = False
+    from_id: TypePeer | None = None
+    saved_peer_id: TypePeer | None = None
+    reply_to: TypeMessageReplyHeader | None = None
+    reactions: TLObject | None = None
+    ttl_period: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (2 if self.out else 0)
+            | (16 if self.mentioned else 0)
+            | (32 if self.media_unread else 0)
+            | (512 if self.reactions_are_possible else 0)
+            | (8192 if self.silent else 0)
+            | (16384 if self.post else 0)
+            | (524288 if self.legacy else 0)
+            | (256 if self.from_id is not None else 0)
+            | (268435456 if self.saved_peer_id is not None else 0)
+            | (8 if self.reply_to is not None else 0)
+            | (1048576 if self.reactions is not None else 0)
+            | (33554432 if self.ttl_period is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += INT.pack(self.id)
+        if self.from_id is not None:
+            self.from_id._write(out)
+        self.peer_id._write(out)
+        if self.saved_peer_id is not None:
+            self.saved_peer_id._write(out)
+        if self.reply_to is not None:
+            self.reply_to._write(out)
+        out += INT.pack(self.date)
+        self.action._write(out)
+        if self.reactions is not None:
+            self.reactions._write(out)
+        if self.ttl_period is not None:
+            out += INT.pack(self.ttl_period)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageService:
+        flags = r.read_uint()
+        _out = (flags & 2) != 0
+        _mentioned = (flags & 16) != 0
+        _media_unread = (flags & 32) != 0
+        _reactions_are_possible = (flags & 512) != 0
+        _silent = (flags & 8192) != 0
+        _post = (flags & 16384) != 0
+        _legacy = (flags & 524288) != 0
+        _id = r.read_int()
+        _from_id = r.read_boxed(_T_PEER) if flags & 256 else None
+        _peer_id = r.read_boxed(_T_PEER)
+        _saved_peer_id = r.read_boxed(_T_PEER) if flags & 268435456 else None
+        _reply_to = r.read_boxed(_T_MESSAGEREPLYHEADER) if flags & 8 else None
+        _date = r.read_int()
+        _action = r.read_boxed(_T_MESSAGEACTION)
+        _reactions = r.read_object() if flags & 1048576 else None
+        _ttl_period = r.read_int() if flags & 33554432 else None
+        return cls(
+            out=_out,
+            mentioned=_mentioned,
+            media_unread=_media_unread,
+            reactions_are_possible=_reactions_are_possible,
+            silent=_silent,
+            post=_post,
+            legacy=_legacy,
+            id=_id,
+            from_id=_from_id,
+            peer_id=_peer_id,
+            saved_peer_id=_saved_peer_id,
+            reply_to=_reply_to,
+            date=_date,
+            action=_action,
+            reactions=_reactions,
+            ttl_period=_ttl_period,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class PeerUser(TLObject):
+    """``peerUser#59511722 user_id:long = Peer;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x59511722
+    TL_NAME: ClassVar[str] = "peerUser"
+
+    user_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.user_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PeerUser:
+        _user_id = r.read_long()
+        return cls(user_id=_user_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class PeerChat(TLObject):
+    """``peerChat#36c6019a chat_id:long = Peer;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x36c6019a
+    TL_NAME: ClassVar[str] = "peerChat"
+
+    chat_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.chat_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PeerChat:
+        _chat_id = r.read_long()
+        return cls(chat_id=_chat_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class PeerChannel(TLObject):
+    """``peerChannel#a2a5371e channel_id:long = Peer;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xa2a5371e
+    TL_NAME: ClassVar[str] = "peerChannel"
+
+    channel_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.channel_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PeerChannel:
+        _channel_id = r.read_long()
+        return cls(channel_id=_channel_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class Dialog(TLObject):
+    """
+    ``dialog#fc89f7f3 flags:# pinned:flags.2?true unread_mark:flags.3?true view_forum_as_messages:flags.6?true
+    peer:Peer top_message:int read_inbox_max_id:int read_outbox_max_id:int unread_count:int
+    unread_mentions_count:int unread_reactions_count:int unread_poll_votes_count:int
+    notify_settings:PeerNotifySettings pts:flags.0?int draft:flags.1?DraftMessage folder_id:flags.4?int
+    ttl_period:flags.5?int = Dialog;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xfc89f7f3
+    TL_NAME: ClassVar[str] = "dialog"
+
+    peer: TypePeer
+    top_message: int
+    read_inbox_max_id: int
+    read_outbox_max_id: int
+    unread_count: int
+    unread_mentions_count: int
+    unread_reactions_count: int
+    unread_poll_votes_count: int
+    notify_settings: TypePeerNotifySettings
+    pinned: bool = False
+    unread_mark: bool = False
+    view_forum_as_messages: bool = False
+    pts: int | None = None
+    draft: TLObject | None = None
+    folder_id: int | None = None
+    ttl_period: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (4 if self.pinned else 0)
+            | (8 if self.unread_mark else 0)
+            | (64 if self.view_forum_as_messages else 0)
+            | (1 if self.pts is not None else 0)
+            | (2 if self.draft is not None else 0)
+            | (16 if self.folder_id is not None else 0)
+            | (32 if self.ttl_period is not None else 0)
+        )
+        out += UINT.pack(flags)
+        self.peer._write(out)
+        out += INT.pack(self.top_message)
+        out += INT.pack(self.read_inbox_max_id)
+        out += INT.pack(self.read_outbox_max_id)
+        out += INT.pack(self.unread_count)
+        out += INT.pack(self.unread_mentions_count)
+        out += INT.pack(self.unread_reactions_count)
+        out += INT.pack(self.unread_poll_votes_count)
+        self.notify_settings._write(out)
+        if self.pts is not None:
+            out += INT.pack(self.pts)
+        if self.draft is not None:
+            self.draft._write(out)
+        if self.folder_id is not None:
+            out += INT.pack(self.folder_id)
+        if self.ttl_period is not None:
+            out += INT.pack(self.ttl_period)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> Dialog:
+        flags = r.read_uint()
+        _pinned = (flags & 4) != 0
+        _unread_mark = (flags & 8) != 0
+        _view_forum_as_messages = (flags & 64) != 0
+        _peer = r.read_boxed(_T_PEER)
+        _top_message = r.read_int()
+        _read_inbox_max_id = r.read_int()
+        _read_outbox_max_id = r.read_int()
+        _unread_count = r.read_int()
+        _unread_mentions_count = r.read_int()
+        _unread_reactions_count = r.read_int()
+        _unread_poll_votes_count = r.read_int()
+        _notify_settings = r.read_boxed(_T_PEERNOTIFYSETTINGS)
+        _pts = r.read_int() if flags & 1 else None
+        _draft = r.read_object() if flags & 2 else None
+        _folder_id = r.read_int() if flags & 16 else None
+        _ttl_period = r.read_int() if flags & 32 else None
+        return cls(
+            pinned=_pinned,
+            unread_mark=_unread_mark,
+            view_forum_as_messages=_view_forum_as_messages,
+            peer=_peer,
+            top_message=_top_message,
+            read_inbox_max_id=_read_inbox_max_id,
+            read_outbox_max_id=_read_outbox_max_id,
+            unread_count=_unread_count,
+            unread_mentions_count=_unread_mentions_count,
+            unread_reactions_count=_unread_reactions_count,
+            unread_poll_votes_count=_unread_poll_votes_count,
+            notify_settings=_notify_settings,
+            pts=_pts,
+            draft=_draft,
+            folder_id=_folder_id,
+            ttl_period=_ttl_period,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class DialogFolder(TLObject):
+    """
+    ``dialogFolder#71bd134c flags:# pinned:flags.2?true folder:Folder peer:Peer top_message:int
+    unread_muted_peers_count:int unread_unmuted_peers_count:int unread_muted_messages_count:int
+    unread_unmuted_messages_count:int = Dialog;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x71bd134c
+    TL_NAME: ClassVar[str] = "dialogFolder"
+
+    folder: TypeFolder
+    peer: TypePeer
+    top_message: int
+    unread_muted_peers_count: int
+    unread_unmuted_peers_count: int
+    unread_muted_messages_count: int
+    unread_unmuted_messages_count: int
+    pinned: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (4 if self.pinned else 0)
+        out += UINT.pack(flags)
+        self.folder._write(out)
+        self.peer._write(out)
+        out += INT.pack(self.top_message)
+        out += INT.pack(self.unread_muted_peers_count)
+        out += INT.pack(self.unread_unmuted_peers_count)
+        out += INT.pack(self.unread_muted_messages_count)
+        out += INT.pack(self.unread_unmuted_messages_count)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DialogFolder:
+        flags = r.read_uint()
+        _pinned = (flags & 4) != 0
+        _folder = r.read_boxed(_T_FOLDER)
+        _peer = r.read_boxed(_T_PEER)
+        _top_message = r.read_int()
+        _unread_muted_peers_count = r.read_int()
+        _unread_unmuted_peers_count = r.read_int()
+        _unread_muted_messages_count = r.read_int()
+        _unread_unmuted_messages_count = r.read_int()
+        return cls(
+            pinned=_pinned,
+            folder=_folder,
+            peer=_peer,
+            top_message=_top_message,
+            unread_muted_peers_count=_unread_muted_peers_count,
+            unread_unmuted_peers_count=_unread_unmuted_peers_count,
+            unread_muted_messages_count=_unread_muted_messages_count,
+            unread_unmuted_messages_count=_unread_unmuted_messages_count,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class DialogCommunity(TLObject):
+    """
+    ``dialogCommunity#f78a0973 flags:# pinned:flags.2?true community_id:long notify_settings:PeerNotifySettings =
+    Dialog;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf78a0973
+    TL_NAME: ClassVar[str] = "dialogCommunity"
+
+    community_id: int
+    notify_settings: TypePeerNotifySettings
+    pinned: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (4 if self.pinned else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.community_id)
+        self.notify_settings._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DialogCommunity:
+        flags = r.read_uint()
+        _pinned = (flags & 4) != 0
+        _community_id = r.read_long()
+        _notify_settings = r.read_boxed(_T_PEERNOTIFYSETTINGS)
+        return cls(pinned=_pinned, community_id=_community_id, notify_settings=_notify_settings)
+
+
+@dataclass(slots=True, kw_only=True)
+class Folder(TLObject):
+    """
+    ``folder#ff544e65 flags:# autofill_new_broadcasts:flags.0?true autofill_public_groups:flags.1?true
+    autofill_new_correspondents:flags.2?true id:int title:string photo:flags.3?ChatPhoto = Folder;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xff544e65
+    TL_NAME: ClassVar[str] = "folder"
+
+    id: int
+    title: str
+    autofill_new_broadcasts: bool = False
+    autofill_public_groups: bool = False
+    autofill_new_correspondents: bool = False
+    photo: TypeChatPhoto | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (1 if self.autofill_new_broadcasts else 0)
+            | (2 if self.autofill_public_groups else 0)
+            | (4 if self.autofill_new_correspondents else 0)
+            | (8 if self.photo is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += INT.pack(self.id)
+        write_string(out, self.title)
+        if self.photo is not None:
+            self.photo._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> Folder:
+        flags = r.read_uint()
+        _autofill_new_broadcasts = (flags & 1) != 0
+        _autofill_public_groups = (flags & 2) != 0
+        _autofill_new_correspondents = (flags & 4) != 0
+        _id = r.read_int()
+        _title = r.read_string()
+        _photo = r.read_boxed(_T_CHATPHOTO) if flags & 8 else None
+        return cls(
+            autofill_new_broadcasts=_autofill_new_broadcasts,
+            autofill_public_groups=_autofill_public_groups,
+            autofill_new_correspondents=_autofill_new_correspondents,
+            id=_id,
+            title=_title,
+            photo=_photo,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class ForumTopicDeleted(TLObject):
+    """``forumTopicDeleted#23f109b id:int = ForumTopic;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x023f109b
+    TL_NAME: ClassVar[str] = "forumTopicDeleted"
+
+    id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ForumTopicDeleted:
+        _id = r.read_int()
+        return cls(id=_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class ForumTopic(TLObject):
+    """
+    ``forumTopic#fcdad815 flags:# my:flags.1?true closed:flags.2?true pinned:flags.3?true short:flags.5?true
+    hidden:flags.6?true title_missing:flags.7?true id:int date:int peer:Peer title:string icon_color:int
+    icon_emoji_id:flags.0?long top_message:int read_inbox_max_id:int read_outbox_max_id:int unread_count:int
+    unread_mentions_count:int unread_reactions_count:int unread_poll_votes_count:int from_id:Peer
+    notify_settings:PeerNotifySettings draft:flags.4?DraftMessage = ForumTopic;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xfcdad815
+    TL_NAME: ClassVar[str] = "forumTopic"
+
+    id: int
+    date: int
+    peer: TypePeer
+    title: str
+    icon_color: int
+    top_message: int
+    read_inbox_max_id: int
+    read_outbox_max_id: int
+    unread_count: int
+    unread_mentions_count: int
+    unread_reactions_count: int
+    unread_poll_votes_count: int
+    from_id: TypePeer
+    notify_settings: TypePeerNotifySettings
+    my: bool = False
+    closed: bool = False
+    pinned: bool = False
+    short: bool = False
+    hidden: bool = False
+    title_missing: bool = False
+    icon_emoji_id: int | None = None
+    draft: TLObject | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (2 if self.my else 0)
+            | (4 if self.closed else 0)
+            | (8 if self.pinned else 0)
+            | (32 if self.short else 0)
+            | (64 if self.hidden else 0)
+            | (128 if self.title_missing else 0)
+            | (1 if self.icon_emoji_id is not None else 0)
+            | (16 if self.draft is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += INT.pack(self.id)
+        out += INT.pack(self.date)
+        self.peer._write(out)
+        write_string(out, self.title)
+        out += INT.pack(self.icon_color)
+        if self.icon_emoji_id is not None:
+            out += LONG.pack(self.icon_emoji_id)
+        out += INT.pack(self.top_message)
+        out += INT.pack(self.read_inbox_max_id)
+        out += INT.pack(self.read_outbox_max_id)
+        out += INT.pack(self.unread_count)
+        out += INT.pack(self.unread_mentions_count)
+        out += INT.pack(self.unread_reactions_count)
+        out += INT.pack(self.unread_poll_votes_count)
+        self.from_id._write(out)
+        self.notify_settings._write(out)
+        if self.draft is not None:
+            self.draft._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ForumTopic:
+        flags = r.read_uint()
+        _my = (flags & 2) != 0
+        _closed = (flags & 4) != 0
+        _pinned = (flags & 8) != 0
+        _short = (flags & 32) != 0
+        _hidden = (flags & 64) != 0
+        _title_missing = (flags & 128) != 0
+        _id = r.read_int()
+        _date = r.read_int()
+        _peer = r.read_boxed(_T_PEER)
+        _title = r.read_string()
+        _icon_color = r.read_int()
+        _icon_emoji_id = r.read_long() if flags & 1 else None
+        _top_message = r.read_int()
+        _read_inbox_max_id = r.read_int()
+        _read_outbox_max_id = r.read_int()
+        _unread_count = r.read_int()
+        _unread_mentions_count = r.read_int()
+        _unread_reactions_count = r.read_int()
+        _unread_poll_votes_count = r.read_int()
+        _from_id = r.read_boxed(_T_PEER)
+        _notify_settings = r.read_boxed(_T_PEERNOTIFYSETTINGS)
+        _draft = r.read_object() if flags & 16 else None
+        return cls(
+            my=_my,
+            closed=_closed,
+            pinned=_pinned,
+            short=_short,
+            hidden=_hidden,
+            title_missing=_title_missing,
+            id=_id,
+            date=_date,
+            peer=_peer,
+            title=_title,
+            icon_color=_icon_color,
+            icon_emoji_id=_icon_emoji_id,
+            top_message=_top_message,
+            read_inbox_max_id=_read_inbox_max_id,
+            read_outbox_max_id=_read_outbox_max_id,
+            unread_count=_unread_count,
+            unread_mentions_count=_unread_mentions_count,
+            unread_reactions_count=_unread_reactions_count,
+            unread_poll_votes_count=_unread_poll_votes_count,
+            from_id=_from_id,
+            notify_settings=_notify_settings,
+            draft=_draft,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class InputChannelEmpty(TLObject):
+    """``inputChannelEmpty#ee8c1e86 = InputChannel;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xee8c1e86
+    TL_NAME: ClassVar[str] = "inputChannelEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputChannelEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputChannel(TLObject):
+    """``inputChannel#f35aec28 channel_id:long access_hash:long = InputChannel;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf35aec28
+    TL_NAME: ClassVar[str] = "inputChannel"
+
+    channel_id: int
+    access_hash: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.channel_id)
+        out += LONG.pack(self.access_hash)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputChannel:
+        _channel_id = r.read_long()
+        _access_hash = r.read_long()
+        return cls(channel_id=_channel_id, access_hash=_access_hash)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputChannelFromMessage(TLObject):
+    """``inputChannelFromMessage#5b934f9d peer:InputPeer msg_id:int channel_id:long = InputChannel;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x5b934f9d
+    TL_NAME: ClassVar[str] = "inputChannelFromMessage"
+
+    peer: TypeInputPeer
+    msg_id: int
+    channel_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        out += INT.pack(self.msg_id)
+        out += LONG.pack(self.channel_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputChannelFromMessage:
+        _peer = r.read_boxed(_T_INPUTPEER)
+        _msg_id = r.read_int()
+        _channel_id = r.read_long()
+        return cls(peer=_peer, msg_id=_msg_id, channel_id=_channel_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChannelMessagesFilterEmpty(TLObject):
+    """``channelMessagesFilterEmpty#94d42ee7 = ChannelMessagesFilter;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x94d42ee7
+    TL_NAME: ClassVar[str] = "channelMessagesFilterEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChannelMessagesFilterEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class ChannelMessagesFilter(TLObject):
+    """
+    ``channelMessagesFilter#cd77d957 flags:# exclude_new_messages:flags.1?true ranges:Vector<MessageRange> =
+    ChannelMessagesFilter;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xcd77d957
+    TL_NAME: ClassVar[str] = "channelMessagesFilter"
+
+    ranges: list[TypeMessageRange]
+    exclude_new_messages: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (2 if self.exclude_new_messages else 0)
+        out += UINT.pack(flags)
+        out += VECTOR_HEADER + INT.pack(len(self.ranges))
+        for ranges_item in self.ranges:
+            ranges_item._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChannelMessagesFilter:
+        flags = r.read_uint()
+        _exclude_new_messages = (flags & 2) != 0
+        _ranges = r.read_vector(lambda: r.read_boxed(_T_MESSAGERANGE))
+        return cls(exclude_new_messages=_exclude_new_messages, ranges=_ranges)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageRange(TLObject):
+    """``messageRange#ae30253 min_id:int max_id:int = MessageRange;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x0ae30253
+    TL_NAME: ClassVar[str] = "messageRange"
+
+    min_id: int
+    max_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.min_id)
+        out += INT.pack(self.max_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageRange:
+        _min_id = r.read_int()
+        _max_id = r.read_int()
+        return cls(min_id=_min_id, max_id=_max_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class MissingInvitee(TLObject):
+    """
+    ``missingInvitee#628c9224 flags:# premium_would_allow_invite:flags.0?true premium_required_for_pm:flags.1?true
+    user_id:long = MissingInvitee;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x628c9224
+    TL_NAME: ClassVar[str] = "missingInvitee"
+
+    user_id: int
+    premium_would_allow_invite: bool = False
+    premium_required_for_pm: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.premium_would_allow_invite else 0) | (2 if self.premium_required_for_pm else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.user_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MissingInvitee:
+        flags = r.read_uint()
+        _premium_would_allow_invite = (flags & 1) != 0
+        _premium_required_for_pm = (flags & 2) != 0
+        _user_id = r.read_long()
+        return cls(
+            premium_would_allow_invite=_premium_would_allow_invite,
+            premium_required_for_pm=_premium_required_for_pm,
+            user_id=_user_id,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class Contact(TLObject):
+    """``contact#145ade0b user_id:long mutual:Bool = Contact;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x145ade0b
+    TL_NAME: ClassVar[str] = "contact"
+
+    user_id: int
+    mutual: bool
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.user_id)
+        write_bool(out, self.mutual)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> Contact:
+        _user_id = r.read_long()
+        _mutual = r.read_bool()
+        return cls(user_id=_user_id, mutual=_mutual)
+
+
+@dataclass(slots=True, kw_only=True)
+class PopularContact(TLObject):
+    """``popularContact#5ce14175 client_id:long importers:int = PopularContact;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x5ce14175
+    TL_NAME: ClassVar[str] = "popularContact"
+
+    client_id: int
+    importers: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.client_id)
+        out += INT.pack(self.importers)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PopularContact:
+        _client_id = r.read_long()
+        _importers = r.read_int()
+        return cls(client_id=_client_id, importers=_importers)
+
+
+@dataclass(slots=True, kw_only=True)
+class ImportedContact(TLObject):
+    """``importedContact#c13e3c50 user_id:long client_id:long = ImportedContact;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xc13e3c50
+    TL_NAME: ClassVar[str] = "importedContact"
+
+    user_id: int
+    client_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.user_id)
+        out += LONG.pack(self.client_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ImportedContact:
+        _user_id = r.read_long()
+        _client_id = r.read_long()
+        return cls(user_id=_user_id, client_id=_client_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPhoneContact(TLObject):
+    """
+    ``inputPhoneContact#6a1dc4be flags:# client_id:long phone:string first_name:string last_name:string
+    note:flags.0?TextWithEntities = InputContact;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x6a1dc4be
+    TL_NAME: ClassVar[str] = "inputPhoneContact"
+
+    client_id: int
+    phone: str
+    first_name: str
+    last_name: str
+    note: TLObject | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.note is not None else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.client_id)
+        write_string(out, self.phone)
+        write_string(out, self.first_name)
+        write_string(out, self.last_name)
+        if self.note is not None:
+            self.note._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPhoneContact:
+        flags = r.read_uint()
+        _client_id = r.read_long()
+        _phone = r.read_string()
+        _first_name = r.read_string()
+        _last_name = r.read_string()
+        _note = r.read_object() if flags & 1 else None
+        return cls(client_id=_client_id, phone=_phone, first_name=_first_name, last_name=_last_name, note=_note)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageViews(TLObject):
+    """
+    ``messageViews#455b853d flags:# views:flags.0?int forwards:flags.1?int replies:flags.2?MessageReplies =
+    MessageViews;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x455b853d
+    TL_NAME: ClassVar[str] = "messageViews"
+
+    views: int | None = None
+    forwards: int | None = None
+    replies: TLObject | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (1 if self.views is not None else 0)
+            | (2 if self.forwards is not None else 0)
+            | (4 if self.replies is not None else 0)
+        )
+        out += UINT.pack(flags)
+        if self.views is not None:
+            out += INT.pack(self.views)
+        if self.forwards is not None:
+            out += INT.pack(self.forwards)
+        if self.replies is not None:
+            self.replies._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageViews:
+        flags = r.read_uint()
+        _views = r.read_int() if flags & 1 else None
+        _forwards = r.read_int() if flags & 2 else None
+        _replies = r.read_object() if flags & 4 else None
+        return cls(views=_views, forwards=_forwards, replies=_replies)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChatFull(TLObject):
+    """
+    ``chatFull#2633421b flags:# can_set_username:flags.7?true has_scheduled:flags.8?true
+    translations_disabled:flags.19?true has_welcome_messages:flags.21?true id:long about:string
+    participants:ChatParticipants chat_photo:flags.2?Photo notify_settings:PeerNotifySettings
+    exported_invite:flags.13?ExportedChatInvite bot_info:flags.3?Vector<BotInfo> pinned_msg_id:flags.6?int
+    folder_id:flags.11?int call:flags.12?InputGroupCall ttl_period:flags.14?int
+    groupcall_default_join_as:flags.15?Peer theme_emoticon:flags.16?string requests_pending:flags.17?int
+    recent_requesters:flags.17?Vector<long> available_reactions:flags.18?ChatReactions reactions_limit:flags.20?int
+    = ChatFull;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x2633421b
+    TL_NAME: ClassVar[str] = "chatFull"
+
+    id: int
+    about: str
+    participants: TypeChatParticipants
+    notify_settings: TypePeerNotifySettings
+    can_set_username: bool = False
+    has_scheduled: bool = False
+    translations_disabled: bool = False
+    has_welcome_messages: bool = False
+    chat_photo: TypePhoto | None = None
+    exported_invite: TLObject | None = None
+    bot_info: list[TypeBotInfo] | None = None
+    pinned_msg_id: int | None = None
+    folder_id: int | None = None
+    call: TLObject | None = None
+    ttl_period: int | None = None
+    groupcall_default_join_as: TypePeer | None = None
+    theme_emoticon: str | None = None
+    requests_pending: int | None = None
+    recent_requesters: list[int] | None = None
+    available_reactions: TLObject | None = None
+    reactions_limit: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (self.requests_pending is None)
+            == (self.recent_requesters is None)
+        ):
+            raise LocalProtocolError(
+                "chatFull: requests_pending, recent_requesters share flags.17; set all or none"
+            )
+        flags = (
+            (128 if self.can_set_username else 0)
+            | (256 if self.has_scheduled else 0)
+            | (524288 if self.translations_disabled else 0)
+            | (2097152 if self.has_welcome_messages else 0)
+            | (4 if self.chat_photo is not None else 0)
+            | (8192 if self.exported_invite is not None else 0)
+            | (8 if self.bot_info is not None else 0)
+            | (64 if self.pinned_msg_id is not None else 0)
+            | (2048 if self.folder_id is not None else 0)
+            | (4096 if self.call is not None else 0)
+            | (16384 if self.ttl_period is not None else 0)
+            | (32768 if self.groupcall_default_join_as is not None else 0)
+            | (65536 if self.theme_emoticon is not None else 0)
+            | (131072 if self.requests_pending is not None else 0)
+            | (131072 if self.recent_requesters is not None else 0)
+            | (262144 if self.available_reactions is not None else 0)
+            | (1048576 if self.reactions_limit is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += LONG.pack(self.id)
+        write_string(out, self.about)
+        self.participants._write(out)
+        if self.chat_photo is not None:
+            self.chat_photo._write(out)
+        self.notify_settings._write(out)
+        if self.exported_invite is not None:
+            self.exported_invite._write(out)
+        if self.bot_info is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.bot_info))
+            for bot_info_item in self.bot_info:
+                bot_info_item._write(out)
+        if self.pinned_msg_id is not None:
+            out += INT.pack(self.pinned_msg_id)
+        if self.folder_id is not None:
+            out += INT.pack(self.folder_id)
+        if self.call is not None:
+            self.call._write(out)
+        if self.ttl_period is not None:
+            out += INT.pack(self.ttl_period)
+        if self.groupcall_default_join_as is not None:
+            self.groupcall_default_join_as._write(out)
+        if self.theme_emoticon is not None:
+            write_string(out, self.theme_emoticon)
+        if self.requests_pending is not None:
+            out += INT.pack(self.requests_pending)
+        if self.recent_requesters is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.recent_requesters))
+            for recent_requesters_item in self.recent_requesters:
+                out += LONG.pack(recent_requesters_item)
+        if self.available_reactions is not None:
+            self.available_reactions._write(out)
+        if self.reactions_limit is not None:
+            out += INT.pack(self.reactions_limit)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChatFull:
+        flags = r.read_uint()
+        _can_set_username = (flags & 128) != 0
+        _has_scheduled = (flags & 256) != 0
+        _translations_disabled = (flags & 524288) != 0
+        _has_welcome_messages = (flags & 2097152) != 0
+        _id = r.read_long()
+        _about = r.read_string()
+        _participants = r.read_boxed(_T_CHATPARTICIPANTS)
+        _chat_photo = r.read_boxed(_T_PHOTO) if flags & 4 else None
+        _notify_settings = r.read_boxed(_T_PEERNOTIFYSETTINGS)
+        _exported_invite = r.read_object() if flags & 8192 else None
+        _bot_info = r.read_vector(lambda: r.read_boxed(_T_BOTINFO)) if flags & 8 else None
+        _pinned_msg_id = r.read_int() if flags & 64 else None
+        _folder_id = r.read_int() if flags & 2048 else None
+        _call = r.read_object() if flags & 4096 else None
+        _ttl_period = r.read_int() if flags & 16384 else None
+        _groupcall_default_join_as = r.read_boxed(_T_PEER) if flags & 32768 else None
+        _theme_emoticon = r.read_string() if flags & 65536 else None
+        _requests_pending = r.read_int() if flags & 131072 else None
+        _recent_requesters = r.read_vector(r.read_long, 8) if flags & 131072 else None
+        _available_reactions = r.read_object() if flags & 262144 else None
+        _reactions_limit = r.read_int() if flags & 1048576 else None
+        return cls(
+            can_set_username=_can_set_username,
+            has_scheduled=_has_scheduled,
+            translations_disabled=_translations_disabled,
+            has_welcome_messages=_has_welcome_messages,
+            id=_id,
+            about=_about,
+            participants=_participants,
+            chat_photo=_chat_photo,
+            notify_settings=_notify_settings,
+            exported_invite=_exported_invite,
+            bot_info=_bot_info,
+            pinned_msg_id=_pinned_msg_id,
+            folder_id=_folder_id,
+            call=_call,
+            ttl_period=_ttl_period,
+            groupcall_default_join_as=_groupcall_default_join_as,
+            theme_emoticon=_theme_emoticon,
+            requests_pending=_requests_pending,
+            recent_requesters=_recent_requesters,
+            available_reactions=_available_reactions,
+            reactions_limit=_reactions_limit,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class ChannelFull(TLObject):
+    """
+    ``channelFull#a04e8d3a flags:# can_view_participants:flags.3?true can_set_username:flags.6?true
+    can_set_stickers:flags.7?true hidden_prehistory:flags.10?true can_set_location:flags.16?true
+    has_scheduled:flags.19?true can_view_stats:flags.20?true blocked:flags.22?true flags2:#
+    can_delete_channel:flags2.0?true antispam:flags2.1?true participants_hidden:flags2.2?true
+    translations_disabled:flags2.3?true stories_pinned_available:flags2.5?true view_forum_as_messages:flags2.6?true
+    restricted_sponsored:flags2.11?true can_view_revenue:flags2.12?true paid_media_allowed:flags2.14?true
+    can_view_stars_revenue:flags2.15?true paid_reactions_available:flags2.16?true stargifts_available:flags2.19?true
+    paid_messages_available:flags2.20?true has_welcome_messages:flags2.24?true id:long about:string
+    participants_count:flags.0?int admins_count:flags.1?int kicked_count:flags.2?int banned_count:flags.2?int
+    online_count:flags.13?int read_inbox_max_id:int read_outbox_max_id:int unread_count:int chat_photo:Photo
+    notify_settings:PeerNotifySettings exported_invite:flags.23?ExportedChatInvite bot_info:Vector<BotInfo>
+    migrated_from_chat_id:flags.4?long migrated_from_max_id:flags.4?int pinned_msg_id:flags.5?int
+    stickerset:flags.8?StickerSet available_min_id:flags.9?int folder_id:flags.11?int linked_chat_id:flags.14?long
+    location:flags.15?ChannelLocation slowmode_seconds:flags.17?int slowmode_next_send_date:flags.18?int
+    stats_dc:flags.12?int pts:int call:flags.21?InputGroupCall ttl_period:flags.24?int
+    pending_suggestions:flags.25?Vector<string> groupcall_default_join_as:flags.26?Peer
+    theme_emoticon:flags.27?string requests_pending:flags.28?int recent_requesters:flags.28?Vector<long>
+    default_send_as:flags.29?Peer available_reactions:flags.30?ChatReactions reactions_limit:flags2.13?int
+    stories:flags2.4?PeerStories wallpaper:flags2.7?WallPaper boosts_applied:flags2.8?int
+    boosts_unrestrict:flags2.9?int emojiset:flags2.10?StickerSet bot_verification:flags2.17?BotVerification
+    stargifts_count:flags2.18?int send_paid_messages_stars:flags2.21?long main_tab:flags2.22?ProfileTab
+    guard_bot_id:flags2.23?long = ChatFull;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xa04e8d3a
+    TL_NAME: ClassVar[str] = "channelFull"
+
+    id: int
+    about: str
+    read_inbox_max_id: int
+    read_outbox_max_id: int
+    unread_count: int
+    chat_photo: TypePhoto
+    notify_settings: TypePeerNotifySettings
+    bot_info: list[TypeBotInfo]
+    pts: int
+    can_view_participants: bool = False
+    can_set_username: bool = False
+    can_set_stickers: bool = False
+    hidden_prehistory: bool = False
+    can_set_location: bool = False
+    has_scheduled: bool = False
+    can_view_stats: bool = False
+    blocked: bool = False
+    can_delete_channel: bool = False
+    antispam: bool = False
+    participants_hidden: bool = False
+    translations_disabled: bool = False
+    stories_pinned_available: bool = False
+    view_forum_as_messages: bool = False
+    restricted_sponsored: bool = False
+    can_view_revenue: bool = False
+    paid_media_allowed: bool = False
+    can_view_stars_revenue: bool = False
+    paid_reactions_available: bool = False
+    stargifts_available: bool = False
+    paid_messages_available: bool = False
+    has_welcome_messages: bool = False
+    participants_count: int | None = None
+    admins_count: int | None = None
+    kicked_count: int | None = None
+    banned_count: int | None = None
+    online_count: int | None = None
+    exported_invite: TLObject | None = None
+    migrated_from_chat_id: int | None = None
+    migrated_from_max_id: int | None = None
+    pinned_msg_id: int | None = None
+    stickerset: TLObject | None = None
+    available_min_id: int | None = None
+    folder_id: int | None = None
+    linked_chat_id: int | None = None
+    location: TLObject | None = None
+    slowmode_seconds: int | None = None
+    slowmode_next_send_date: int | None = None
+    stats_dc: int | None = None
+    call: TLObject | None = None
+    ttl_period: int | None = None
+    pending_suggestions: list[str] | None = None
+    groupcall_default_join_as: TypePeer | None = None
+    theme_emoticon: str | None = None
+    requests_pending: int | None = None
+    recent_requesters: list[int] | None = None
+    default_send_as: TypePeer | None = None
+    available_reactions: TLObject | None = None
+    reactions_limit: int | None = None
+    stories: TLObject | None = None
+    wallpaper: TLObject | None = None
+    boosts_applied: int | None = None
+    boosts_unrestrict: int | None = None
+    emojiset: TLObject | None = None
+    bot_verification: TLObject | None = None
+    stargifts_count: int | None = None
+    send_paid_messages_stars: int | None = None
+    main_tab: TLObject | None = None
+    guard_bot_id: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (self.kicked_count is None)
+            == (self.banned_count is None)
+        ):
+            raise LocalProtocolError(
+                "channelFull: kicked_count, banned_count share flags.2; set all or none"
+            )
+        if not (
+            (self.migrated_from_chat_id is None)
+            == (self.migrated_from_max_id is None)
+        ):
+            raise LocalProtocolError(
+                "channelFull: migrated_from_chat_id, migrated_from_max_id share flags.4; set all or none"
+            )
+        if not (
+            (self.requests_pending is None)
+            == (self.recent_requesters is None)
+        ):
+            raise LocalProtocolError(
+                "channelFull: requests_pending, recent_requesters share flags.28; set all or none"
+            )
+        flags = (
+            (8 if self.can_view_participants else 0)
+            | (64 if self.can_set_username else 0)
+            | (128 if self.can_set_stickers else 0)
+            | (1024 if self.hidden_prehistory else 0)
+            | (65536 if self.can_set_location else 0)
+            | (524288 if self.has_scheduled else 0)
+            | (1048576 if self.can_view_stats else 0)
+            | (4194304 if self.blocked else 0)
+            | (1 if self.participants_count is not None else 0)
+            | (2 if self.admins_count is not None else 0)
+            | (4 if self.kicked_count is not None else 0)
+            | (4 if self.banned_count is not None else 0)
+            | (8192 if self.online_count is not None else 0)
+            | (8388608 if self.exported_invite is not None else 0)
+            | (16 if self.migrated_from_chat_id is not None else 0)
+            | (16 if self.migrated_from_max_id is not None else 0)
+            | (32 if self.pinned_msg_id is not None else 0)
+            | (256 if self.stickerset is not None else 0)
+            | (512 if self.available_min_id is not None else 0)
+            | (2048 if self.folder_id is not None else 0)
+            | (16384 if self.linked_chat_id is not None else 0)
+            | (32768 if self.location is not None else 0)
+            | (131072 if self.slowmode_seconds is not None else 0)
+            | (262144 if self.slowmode_next_send_date is not None else 0)
+            | (4096 if self.stats_dc is not None else 0)
+            | (2097152 if self.call is not None else 0)
+            | (16777216 if self.ttl_period is not None else 0)
+            | (33554432 if self.pending_suggestions is not None else 0)
+            | (67108864 if self.groupcall_default_join_as is not None else 0)
+            | (134217728 if self.theme_emoticon is not None else 0)
+            | (268435456 if self.requests_pending is not None else 0)
+            | (268435456 if self.recent_requesters is not None else 0)
+            | (536870912 if self.default_send_as is not None else 0)
+            | (1073741824 if self.available_reactions is not None else 0)
+        )
+        out += UINT.pack(flags)
+        flags2 = (
+            (1 if self.can_delete_channel else 0)
+            | (2 if self.antispam else 0)
+            | (4 if self.participants_hidden else 0)
+            | (8 if self.translations_disabled else 0)
+            | (32 if self.stories_pinned_available else 0)
+            | (64 if self.view_forum_as_messages else 0)
+            | (2048 if self.restricted_sponsored else 0)
+            | (4096 if self.can_view_revenue else 0)
+            | (16384 if self.paid_media_allowed else 0)
+            | (32768 if self.can_view_stars_revenue else 0)
+            | (65536 if self.paid_reactions_available else 0)
+            | (524288 if self.stargifts_available else 0)
+            | (1048576 if self.paid_messages_available else 0)
+            | (16777216 if self.has_welcome_messages else 0)
+            | (8192 if self.reactions_limit is not None else 0)
+            | (16 if self.stories is not None else 0)
+            | (128 if self.wallpaper is not None else 0)
+            | (256 if self.boosts_applied is not None else 0)
+            | (512 if self.boosts_unrestrict is not None else 0)
+            | (1024 if self.emojiset is not None else 0)
+            | (131072 if self.bot_verification is not None else 0)
+            | (262144 if self.stargifts_count is not None else 0)
+            | (2097152 if self.send_paid_messages_stars is not None else 0)
+            | (4194304 if self.main_tab is not None else 0)
+            | (8388608 if self.guard_bot_id is not None else 0)
+        )
+        out += UINT.pack(flags2)
+        out += LONG.pack(self.id)
+        write_string(out, self.about)
+        if self.participants_count is not None:
+            out += INT.pack(self.participants_count)
+        if self.admins_count is not None:
+            out += INT.pack(self.admins_count)
+        if self.kicked_count is not None:
+            out += INT.pack(self.kicked_count)
+        if self.banned_count is not None:
+            out += INT.pack(self.banned_count)
+        if self.online_count is not None:
+            out += INT.pack(self.online_count)
+        out += INT.pack(self.read_inbox_max_id)
+        out += INT.pack(self.read_outbox_max_id)
+        out += INT.pack(self.unread_count)
+        self.chat_photo._write(out)
+        self.notify_settings._write(out)
+        if self.exported_invite is not None:
+            self.exported_invite._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.bot_info))
+        for bot_info_item in self.bot_info:
+            bot_info_item._write(out)
+        if self.migrated_from_chat_id is not None:
+            out += LONG.pack(self.migrated_from_chat_id)
+        if self.migrated_from_max_id is not None:
+            out += INT.pack(self.migrated_from_max_id)
+        if self.pinned_msg_id is not None:
+            out += INT.pack(self.pinned_msg_id)
+        if self.stickerset is not None:
+            self.stickerset._write(out)
+        if self.available_min_id is not None:
+            out += INT.pack(self.available_min_id)
+        if self.folder_id is not None:
+            out += INT.pack(self.folder_id)
+        if self.linked_chat_id is not None:
+            out += LONG.pack(self.linked_chat_id)
+        if self.location is not None:
+            self.location._write(out)
+        if self.slowmode_seconds is not None:
+            out += INT.pack(self.slowmode_seconds)
+        if self.slowmode_next_send_date is not None:
+            out += INT.pack(self.slowmode_next_send_date)
+        if self.stats_dc is not None:
+            out += INT.pack(self.stats_dc)
+        out += INT.pack(self.pts)
+        if self.call is not None:
+            self.call._write(out)
+        if self.ttl_period is not None:
+            out += INT.pack(self.ttl_period)
+        if self.pending_suggestions is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.pending_suggestions))
+            for pending_suggestions_item in self.pending_suggestions:
+                write_string(out, pending_suggestions_item)
+        if self.groupcall_default_join_as is not None:
+            self.groupcall_default_join_as._write(out)
+        if self.theme_emoticon is not None:
+            write_string(out, self.theme_emoticon)
+        if self.requests_pending is not None:
+            out += INT.pack(self.requests_pending)
+        if self.recent_requesters is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.recent_requesters))
+            for recent_requesters_item in self.recent_requesters:
+                out += LONG.pack(recent_requesters_item)
+        if self.default_send_as is not None:
+            self.default_send_as._write(out)
+        if self.available_reactions is not None:
+            self.available_reactions._write(out)
+        if self.reactions_limit is not None:
+            out += INT.pack(self.reactions_limit)
+        if self.stories is not None:
+            self.stories._write(out)
+        if self.wallpaper is not None:
+            self.wallpaper._write(out)
+        if self.boosts_applied is not None:
+            out += INT.pack(self.boosts_applied)
+        if self.boosts_unrestrict is not None:
+            out += INT.pack(self.boosts_unrestrict)
+        if self.emojiset is not None:
+            self.emojiset._write(out)
+        if self.bot_verification is not None:
+            self.bot_verification._write(out)
+        if self.stargifts_count is not None:
+            out += INT.pack(self.stargifts_count)
+        if self.send_paid_messages_stars is not None:
+            out += LONG.pack(self.send_paid_messages_stars)
+        if self.main_tab is not None:
+            self.main_tab._write(out)
+        if self.guard_bot_id is not None:
+            out += LONG.pack(self.guard_bot_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChannelFull:
+        flags = r.read_uint()
+        _can_view_participants = (flags & 8) != 0
+        _can_set_username = (flags & 64) != 0
+        _can_set_stickers = (flags & 128) != 0
+        _hidden_prehistory = (flags & 1024) != 0
+        _can_set_location = (flags & 65536) != 0
+        _has_scheduled = (flags & 524288) != 0
+        _can_view_stats = (flags & 1048576) != 0
+        _blocked = (flags & 4194304) != 0
+        flags2 = r.read_uint()
+        _can_delete_channel = (flags2 & 1) != 0
+        _antispam = (flags2 & 2) != 0
+        _participants_hidden = (flags2 & 4) != 0
+        _translations_disabled = (flags2 & 8) != 0
+        _stories_pinned_available = (flags2 & 32) != 0
+        _view_forum_as_messages = (flags2 & 64) != 0
+        _restricted_sponsored = (flags2 & 2048) != 0
+        _can_view_revenue = (flags2 & 4096) != 0
+        _paid_media_allowed = (flags2 & 16384) != 0
+        _can_view_stars_revenue = (flags2 & 32768) != 0
+        _paid_reactions_available = (flags2 & 65536) != 0
+        _stargifts_available = (flags2 & 524288) != 0
+        _paid_messages_available = (flags2 & 1048576) != 0
+        _has_welcome_messages = (flags2 & 16777216) != 0
+        _id = r.read_long()
+        _about = r.read_string()
+        _participants_count = r.read_int() if flags & 1 else None
+        _admins_count = r.read_int() if flags & 2 else None
+        _kicked_count = r.read_int() if flags & 4 else None
+        _banned_count = r.read_int() if flags & 4 else None
+        _online_count = r.read_int() if flags & 8192 else None
+        _read_inbox_max_id = r.read_int()
+        _read_outbox_max_id = r.read_int()
+        _unread_count = r.read_int()
+        _chat_photo = r.read_boxed(_T_PHOTO)
+        _notify_settings = r.read_boxed(_T_PEERNOTIFYSETTINGS)
+        _exported_invite = r.read_object() if flags & 8388608 else None
+        _bot_info = r.read_vector(lambda: r.read_boxed(_T_BOTINFO))
+        _migrated_from_chat_id = r.read_long() if flags & 16 else None
+        _migrated_from_max_id = r.read_int() if flags & 16 else None
+        _pinned_msg_id = r.read_int() if flags & 32 else None
+        _stickerset = r.read_object() if flags & 256 else None
+        _available_min_id = r.read_int() if flags & 512 else None
+        _folder_id = r.read_int() if flags & 2048 else None
+        _linked_chat_id = r.read_long() if flags & 16384 else None
+        _location = r.read_object() if flags & 32768 else None
+        _slowmode_seconds = r.read_int() if flags & 131072 else None
+        _slowmode_next_send_date = r.read_int() if flags & 262144 else None
+        _stats_dc = r.read_int() if flags & 4096 else None
+        _pts = r.read_int()
+        _call = r.read_object() if flags & 2097152 else None
+        _ttl_period = r.read_int() if flags & 16777216 else None
+        _pending_suggestions = r.read_vector(r.read_string) if flags & 33554432 else None
+        _groupcall_default_join_as = r.read_boxed(_T_PEER) if flags & 67108864 else None
+        _theme_emoticon = r.read_string() if flags & 134217728 else None
+        _requests_pending = r.read_int() if flags & 268435456 else None
+        _recent_requesters = r.read_vector(r.read_long, 8) if flags & 268435456 else None
+        _default_send_as = r.read_boxed(_T_PEER) if flags & 536870912 else None
+        _available_reactions = r.read_object() if flags & 1073741824 else None
+        _reactions_limit = r.read_int() if flags2 & 8192 else None
+        _stories = r.read_object() if flags2 & 16 else None
+        _wallpaper = r.read_object() if flags2 & 128 else None
+        _boosts_applied = r.read_int() if flags2 & 256 else None
+        _boosts_unrestrict = r.read_int() if flags2 & 512 else None
+        _emojiset = r.read_object() if flags2 & 1024 else None
+        _bot_verification = r.read_object() if flags2 & 131072 else None
+        _stargifts_count = r.read_int() if flags2 & 262144 else None
+        _send_paid_messages_stars = r.read_long() if flags2 & 2097152 else None
+        _main_tab = r.read_object() if flags2 & 4194304 else None
+        _guard_bot_id = r.read_long() if flags2 & 8388608 else None
+        return cls(
+            can_view_participants=_can_view_participants,
+            can_set_username=_can_set_username,
+            can_set_stickers=_can_set_stickers,
+            hidden_prehistory=_hidden_prehistory,
+            can_set_location=_can_set_location,
+            has_scheduled=_has_scheduled,
+            can_view_stats=_can_view_stats,
+            blocked=_blocked,
+            can_delete_channel=_can_delete_channel,
+            antispam=_antispam,
+            participants_hidden=_participants_hidden,
+            translations_disabled=_translations_disabled,
+            stories_pinned_available=_stories_pinned_available,
+            view_forum_as_messages=_view_forum_as_messages,
+            restricted_sponsored=_restricted_sponsored,
+            can_view_revenue=_can_view_revenue,
+            paid_media_allowed=_paid_media_allowed,
+            can_view_stars_revenue=_can_view_stars_revenue,
+            paid_reactions_available=_paid_reactions_available,
+            stargifts_available=_stargifts_available,
+            paid_messages_available=_paid_messages_available,
+            has_welcome_messages=_has_welcome_messages,
+            id=_id,
+            about=_about,
+            participants_count=_participants_count,
+            admins_count=_admins_count,
+            kicked_count=_kicked_count,
+            banned_count=_banned_count,
+            online_count=_online_count,
+            read_inbox_max_id=_read_inbox_max_id,
+            read_outbox_max_id=_read_outbox_max_id,
+            unread_count=_unread_count,
+            chat_photo=_chat_photo,
+            notify_settings=_notify_settings,
+            exported_invite=_exported_invite,
+            bot_info=_bot_info,
+            migrated_from_chat_id=_migrated_from_chat_id,
+            migrated_from_max_id=_migrated_from_max_id,
+            pinned_msg_id=_pinned_msg_id,
+            stickerset=_stickerset,
+            available_min_id=_available_min_id,
+            folder_id=_folder_id,
+            linked_chat_id=_linked_chat_id,
+            location=_location,
+            slowmode_seconds=_slowmode_seconds,
+            slowmode_next_send_date=_slowmode_next_send_date,
+            stats_dc=_stats_dc,
+            pts=_pts,
+            call=_call,
+            ttl_period=_ttl_period,
+            pending_suggestions=_pending_suggestions,
+            groupcall_default_join_as=_groupcall_default_join_as,
+            theme_emoticon=_theme_emoticon,
+            requests_pending=_requests_pending,
+            recent_requesters=_recent_requesters,
+            default_send_as=_default_send_as,
+            available_reactions=_available_reactions,
+            reactions_limit=_reactions_limit,
+            stories=_stories,
+            wallpaper=_wallpaper,
+            boosts_applied=_boosts_applied,
+            boosts_unrestrict=_boosts_unrestrict,
+            emojiset=_emojiset,
+            bot_verification=_bot_verification,
+            stargifts_count=_stargifts_count,
+            send_paid_messages_stars=_send_paid_messages_stars,
+            main_tab=_main_tab,
+            guard_bot_id=_guard_bot_id,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class CommunityFull(TLObject):
+    """
+    ``communityFull#cbb7a507 flags:# id:long about:string chat_photo:Photo linked_peers:Vector<CommunityPeer>
+    admins_count:flags.1?int kicked_count:flags.2?int peer_link_requests_pending:flags.0?int = ChatFull;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xcbb7a507
+    TL_NAME: ClassVar[str] = "communityFull"
+
+    id: int
+    about: str
+    chat_photo: TypePhoto
+    linked_peers: list[TypeCommunityPeer]
+    admins_count: int | None = None
+    kicked_count: int | None = None
+    peer_link_requests_pending: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (2 if self.admins_count is not None else 0)
+            | (4 if self.kicked_count is not None else 0)
+            | (1 if self.peer_link_requests_pending is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += LONG.pack(self.id)
+        write_string(out, self.about)
+        self.chat_photo._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.linked_peers))
+        for linked_peers_item in self.linked_peers:
+            linked_peers_item._write(out)
+        if self.admins_count is not None:
+            out += INT.pack(self.admins_count)
+        if self.kicked_count is not None:
+            out += INT.pack(self.kicked_count)
+        if self.peer_link_requests_pending is not None:
+            out += INT.pack(self.peer_link_requests_pending)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> CommunityFull:
+        flags = r.read_uint()
+        _id = r.read_long()
+        _about = r.read_string()
+        _chat_photo = r.read_boxed(_T_PHOTO)
+        _linked_peers = r.read_vector(lambda: r.read_boxed(_T_COMMUNITYPEER))
+        _admins_count = r.read_int() if flags & 2 else None
+        _kicked_count = r.read_int() if flags & 4 else None
+        _peer_link_requests_pending = r.read_int() if flags & 1 else None
+        return cls(
+            id=_id,
+            about=_about,
+            chat_photo=_chat_photo,
+            linked_peers=_linked_peers,
+            admins_count=_admins_count,
+            kicked_count=_kicked_count,
+            peer_link_requests_pending=_peer_link_requests_pending,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class PhotoEmpty(TLObject):
+    """``photoEmpty#2331b22d id:long = Photo;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x2331b22d
+    TL_NAME: ClassVar[str] = "photoEmpty"
+
+    id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PhotoEmpty:
+        _id = r.read_long()
+        return cls(id=_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class Photo(TLObject):
+    """
+    ``photo#fb197a65 flags:# has_stickers:flags.0?true id:long access_hash:long file_reference:bytes date:int
+    sizes:Vector<PhotoSize> video_sizes:flags.1?Vector<VideoSize> dc_id:int = Photo;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xfb197a65
+    TL_NAME: ClassVar[str] = "photo"
+
+    id: int
+    access_hash: int
+    file_reference: bytes
+    date: int
+    sizes: list[TypePhotoSize]
+    dc_id: int
+    has_stickers: bool = False
+    video_sizes: list[TLObject] | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.has_stickers else 0) | (2 if self.video_sizes is not None else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.id)
+        out += LONG.pack(self.access_hash)
+        write_bytes(out, self.file_reference)
+        out += INT.pack(self.date)
+        out += VECTOR_HEADER + INT.pack(len(self.sizes))
+        for sizes_item in self.sizes:
+            sizes_item._write(out)
+        if self.video_sizes is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.video_sizes))
+            for video_sizes_item in self.video_sizes:
+                video_sizes_item._write(out)
+        out += INT.pack(self.dc_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> Photo:
+        flags = r.read_uint()
+        _has_stickers = (flags & 1) != 0
+        _id = r.read_long()
+        _access_hash = r.read_long()
+        _file_reference = r.read_bytes()
+        _date = r.read_int()
+        _sizes = r.read_vector(lambda: r.read_boxed(_T_PHOTOSIZE))
+        _video_sizes = r.read_vector(lambda: r.read_object()) if flags & 2 else None
+        _dc_id = r.read_int()
+        return cls(
+            has_stickers=_has_stickers,
+            id=_id,
+            access_hash=_access_hash,
+            file_reference=_file_reference,
+            date=_date,
+            sizes=_sizes,
+            video_sizes=_video_sizes,
+            dc_id=_dc_id,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class PhotoSizeEmpty(TLObject):
+    """``photoSizeEmpty#e17e23c type:string = PhotoSize;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x0e17e23c
+    TL_NAME: ClassVar[str] = "photoSizeEmpty"
+
+    type: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.type)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PhotoSizeEmpty:
+        _type = r.read_string()
+        return cls(type=_type)
+
+
+@dataclass(slots=True, kw_only=True)
+class PhotoSize(TLObject):
+    """``photoSize#75c78e60 type:string w:int h:int size:int = PhotoSize;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x75c78e60
+    TL_NAME: ClassVar[str] = "photoSize"
+
+    type: str
+    w: int
+    h: int
+    size: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.type)
+        out += INT.pack(self.w)
+        out += INT.pack(self.h)
+        out += INT.pack(self.size)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PhotoSize:
+        _type = r.read_string()
+        _w = r.read_int()
+        _h = r.read_int()
+        _size = r.read_int()
+        return cls(type=_type, w=_w, h=_h, size=_size)
+
+
+@dataclass(slots=True, kw_only=True)
+class PhotoCachedSize(TLObject):
+    """``photoCachedSize#21e1ad6 type:string w:int h:int bytes:bytes = PhotoSize;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x021e1ad6
+    TL_NAME: ClassVar[str] = "photoCachedSize"
+
+    type: str
+    w: int
+    h: int
+    bytes: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.type)
+        out += INT.pack(self.w)
+        out += INT.pack(self.h)
+        write_bytes(out, self.bytes)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PhotoCachedSize:
+        _type = r.read_string()
+        _w = r.read_int()
+        _h = r.read_int()
+        _bytes = r.read_bytes()
+        return cls(type=_type, w=_w, h=_h, bytes=_bytes)
+
+
+@dataclass(slots=True, kw_only=True)
+class PhotoStrippedSize(TLObject):
+    """``photoStrippedSize#e0b0bc2e type:string bytes:bytes = PhotoSize;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xe0b0bc2e
+    TL_NAME: ClassVar[str] = "photoStrippedSize"
+
+    type: str
+    bytes: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.type)
+        write_bytes(out, self.bytes)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PhotoStrippedSize:
+        _type = r.read_string()
+        _bytes = r.read_bytes()
+        return cls(type=_type, bytes=_bytes)
+
+
+@dataclass(slots=True, kw_only=True)
+class PhotoSizeProgressive(TLObject):
+    """``photoSizeProgressive#fa3efb95 type:string w:int h:int sizes:Vector<int> = PhotoSize;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xfa3efb95
+    TL_NAME: ClassVar[str] = "photoSizeProgressive"
+
+    type: str
+    w: int
+    h: int
+    sizes: list[int]
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.type)
+        out += INT.pack(self.w)
+        out += INT.pack(self.h)
+        out += VECTOR_HEADER + INT.pack(len(self.sizes))
+        for sizes_item in self.sizes:
+            out += INT.pack(sizes_item)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PhotoSizeProgressive:
+        _type = r.read_string()
+        _w = r.read_int()
+        _h = r.read_int()
+        _sizes = r.read_vector(r.read_int)
+        return cls(type=_type, w=_w, h=_h, sizes=_sizes)
+
+
+@dataclass(slots=True, kw_only=True)
+class PhotoPathSize(TLObject):
+    """``photoPathSize#d8214d41 type:string bytes:bytes = PhotoSize;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xd8214d41
+    TL_NAME: ClassVar[str] = "photoPathSize"
+
+    type: str
+    bytes: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.type)
+        write_bytes(out, self.bytes)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> PhotoPathSize:
+        _type = r.read_string()
+        _bytes = r.read_bytes()
+        return cls(type=_type, bytes=_bytes)
+
+
+@dataclass(slots=True, kw_only=True)
+class CommunityPeer(TLObject):
+    """
+    ``communityPeer#76141ebd flags:# can_view_history:flags.2?true visible:flags.0?Bool peer:Peer = CommunityPeer;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x76141ebd
+    TL_NAME: ClassVar[str] = "communityPeer"
+
+    peer: TypePeer
+    can_view_history: bool = False
+    visible: bool | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (4 if self.can_view_history else 0) | (1 if self.visible is not None else 0)
+        out += UINT.pack(flags)
+        if self.visible is not None:
+            write_bool(out, self.visible)
+        self.peer._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> CommunityPeer:
+        flags = r.read_uint()
+        _can_view_history = (flags & 4) != 0
+        _visible = r.read_bool() if flags & 1 else None
+        _peer = r.read_boxed(_T_PEER)
+        return cls(can_view_history=_can_view_history, visible=_visible, peer=_peer)
+
+
+@dataclass(slots=True, kw_only=True)
+class BotInfo(TLObject):
+    """
+    ``botInfo#4d8a0299 flags:# has_preview_medias:flags.6?true user_id:flags.0?long description:flags.1?string
+    description_photo:flags.4?Photo description_document:flags.5?Document commands:flags.2?Vector<BotCommand>
+    menu_button:flags.3?BotMenuButton privacy_policy_url:flags.7?string app_settings:flags.8?BotAppSettings
+    verifier_settings:flags.9?BotVerifierSettings = BotInfo;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x4d8a0299
+    TL_NAME: ClassVar[str] = "botInfo"
+
+    has_preview_medias: bool = False
+    user_id: int | None = None
+    description: str | None = None
+    description_photo: TypePhoto | None = None
+    description_document: TLObject | None = None
+    commands: list[TLObject] | None = None
+    menu_button: TLObject | None = None
+    privacy_policy_url: str | None = None
+    app_settings: TLObject | None = None
+    verifier_settings: TLObject | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (64 if self.has_preview_medias else 0)
+            | (1 if self.user_id is not None else 0)
+            | (2 if self.description is not None else 0)
+            | (16 if self.description_photo is not None else 0)
+            | (32 if self.description_document is not None else 0)
+            | (4 if self.commands is not None else 0)
+            | (8 if self.menu_button is not None else 0)
+            | (128 if self.privacy_policy_url is not None else 0)
+            | (256 if self.app_settings is not None else 0)
+            | (512 if self.verifier_settings is not None else 0)
+        )
+        out += UINT.pack(flags)
+        if self.user_id is not None:
+            out += LONG.pack(self.user_id)
+        if self.description is not None:
+            write_string(out, self.description)
+        if self.description_photo is not None:
+            self.description_photo._write(out)
+        if self.description_document is not None:
+            self.description_document._write(out)
+        if self.commands is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.commands))
+            for commands_item in self.commands:
+                commands_item._write(out)
+        if self.menu_button is not None:
+            self.menu_button._write(out)
+        if self.privacy_policy_url is not None:
+            write_string(out, self.privacy_policy_url)
+        if self.app_settings is not None:
+            self.app_settings._write(out)
+        if self.verifier_settings is not None:
+            self.verifier_settings._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> BotInfo:
+        flags = r.read_uint()
+        _has_preview_medias = (flags & 64) != 0
+        _user_id = r.read_long() if flags & 1 else None
+        _description = r.read_string() if flags & 2 else None
+        _description_photo = r.read_boxed(_T_PHOTO) if flags & 16 else None
+        _description_document = r.read_object() if flags & 32 else None
+        _commands = r.read_vector(lambda: r.read_object()) if flags & 4 else None
+        _menu_button = r.read_object() if flags & 8 else None
+        _privacy_policy_url = r.read_string() if flags & 128 else None
+        _app_settings = r.read_object() if flags & 256 else None
+        _verifier_settings = r.read_object() if flags & 512 else None
+        return cls(
+            has_preview_medias=_has_preview_medias,
+            user_id=_user_id,
+            description=_description,
+            description_photo=_description_photo,
+            description_document=_description_document,
+            commands=_commands,
+            menu_button=_menu_button,
+            privacy_policy_url=_privacy_policy_url,
+            app_settings=_app_settings,
+            verifier_settings=_verifier_settings,
+        )
+
+
 TypeAuthorization: TypeAlias = Authorization
+TypeBotInfo: TypeAlias = BotInfo
+TypeChannelMessagesFilter: TypeAlias = ChannelMessagesFilterEmpty | ChannelMessagesFilter
 TypeChat: TypeAlias = Channel | ChannelForbidden | Chat | ChatEmpty | ChatForbidden
+TypeChatFull: TypeAlias = ChatFull | ChannelFull | CommunityFull
+TypeChatParticipant: TypeAlias = ChatParticipant | ChatParticipantCreator | ChatParticipantAdmin
+TypeChatParticipants: TypeAlias = ChatParticipantsForbidden | ChatParticipants
 TypeChatPhoto: TypeAlias = ChatPhoto | ChatPhotoEmpty
 TypeCodeSettings: TypeAlias = CodeSettings
+TypeCommunityPeer: TypeAlias = CommunityPeer
 TypeConfig: TypeAlias = Config
+TypeContact: TypeAlias = Contact
 TypeDcOption: TypeAlias = DcOption
+TypeDialog: TypeAlias = Dialog | DialogFolder | DialogCommunity
 TypeError_: TypeAlias = Error
+TypeFolder: TypeAlias = Folder
+TypeForumTopic: TypeAlias = ForumTopicDeleted | ForumTopic
+TypeImportedContact: TypeAlias = ImportedContact
+TypeInputChannel: TypeAlias = InputChannelEmpty | InputChannel | InputChannelFromMessage
 TypeInputClientProxy: TypeAlias = InputClientProxy
+TypeInputContact: TypeAlias = InputPhoneContact
+TypeInputMessage: TypeAlias = InputMessageID | InputMessageReplyTo | InputMessagePinned | InputMessageCallbackQuery
 TypeInputPeer: TypeAlias = (
     InputPeerChannel
     | InputPeerChannelFromMessage
@@ -2647,13 +7166,117 @@ TypeInputPeer: TypeAlias = (
     | InputPeerUser
     | InputPeerUserFromMessage
 )
+TypeInputReplyTo: TypeAlias = (
+    InputReplyToMessage
+    | InputReplyToStory
+    | InputReplyToMonoForum
+    | InputReplyToEphemeralMessage
+)
 TypeInputUser: TypeAlias = InputUser | InputUserEmpty | InputUserFromMessage | InputUserSelf
 TypeJSONObjectValue: TypeAlias = JsonObjectValue
 TypeJSONValue: TypeAlias = JsonNull | JsonBool | JsonNumber | JsonString | JsonArray | JsonObject
+TypeMessage: TypeAlias = MessageEmpty | Message | MessageService
+TypeMessageAction: TypeAlias = (
+    MessageActionEmpty
+    | MessageActionChatCreate
+    | MessageActionChatEditTitle
+    | MessageActionChatAddUser
+    | MessageActionChatDeleteUser
+    | MessageActionChannelCreate
+    | MessageActionPinMessage
+    | MessageActionHistoryClear
+)
+TypeMessageEntity: TypeAlias = (
+    MessageEntityUnknown
+    | MessageEntityMention
+    | MessageEntityHashtag
+    | MessageEntityBotCommand
+    | MessageEntityUrl
+    | MessageEntityEmail
+    | MessageEntityBold
+    | MessageEntityItalic
+    | MessageEntityCode
+    | MessageEntityPre
+    | MessageEntityTextUrl
+    | MessageEntityMentionName
+    | InputMessageEntityMentionName
+    | MessageEntityPhone
+    | MessageEntityCashtag
+    | MessageEntityUnderline
+    | MessageEntityStrike
+    | MessageEntityBankCard
+    | MessageEntitySpoiler
+    | MessageEntityCustomEmoji
+    | MessageEntityBlockquote
+    | MessageEntityFormattedDate
+    | MessageEntityDiffInsert
+    | MessageEntityDiffReplace
+    | MessageEntityDiffDelete
+)
+TypeMessageFwdHeader: TypeAlias = MessageFwdHeader
+TypeMessageRange: TypeAlias = MessageRange
+TypeMessageReplyHeader: TypeAlias = MessageReplyHeader | MessageReplyStoryHeader
+TypeMessageViews: TypeAlias = MessageViews
+TypeMessagesFilter: TypeAlias = (
+    InputMessagesFilterEmpty
+    | InputMessagesFilterPhotos
+    | InputMessagesFilterVideo
+    | InputMessagesFilterPhotoVideo
+    | InputMessagesFilterDocument
+    | InputMessagesFilterUrl
+    | InputMessagesFilterGif
+    | InputMessagesFilterVoice
+    | InputMessagesFilterMusic
+    | InputMessagesFilterChatPhotos
+    | InputMessagesFilterPhoneCalls
+    | InputMessagesFilterRoundVoice
+    | InputMessagesFilterRoundVideo
+    | InputMessagesFilterMyMentions
+    | InputMessagesFilterGeo
+    | InputMessagesFilterContacts
+    | InputMessagesFilterPinned
+    | InputMessagesFilterPoll
+)
+TypeMissingInvitee: TypeAlias = MissingInvitee
 TypeNull: TypeAlias = Null
+TypePeer: TypeAlias = PeerUser | PeerChat | PeerChannel
 TypePeerNotifySettings: TypeAlias = PeerNotifySettings
 TypePeerSettings: TypeAlias = PeerSettings
+TypePhoto: TypeAlias = PhotoEmpty | Photo
+TypePhotoSize: TypeAlias = (
+    PhotoSizeEmpty
+    | PhotoSize
+    | PhotoCachedSize
+    | PhotoStrippedSize
+    | PhotoSizeProgressive
+    | PhotoPathSize
+)
+TypePopularContact: TypeAlias = PopularContact
 TypeReaction: TypeAlias = ReactionEmpty | ReactionEmoji | ReactionCustomEmoji | ReactionPaid
+TypeUpdate: TypeAlias = (
+    UpdateNewMessage
+    | UpdateMessageID
+    | UpdateDeleteMessages
+    | UpdateEditMessage
+    | UpdateReadHistoryInbox
+    | UpdateReadHistoryOutbox
+    | UpdateNewChannelMessage
+    | UpdateEditChannelMessage
+    | UpdateDeleteChannelMessages
+    | UpdateReadChannelInbox
+    | UpdateChannel
+    | UpdateChannelTooLong
+    | UpdateChatParticipants
+)
+TypeUpdates: TypeAlias = (
+    UpdatesTooLong
+    | UpdateShortMessage
+    | UpdateShortChatMessage
+    | UpdateShort
+    | UpdatesCombined
+    | Updates
+    | UpdateShortSentMessage
+)
 TypeUser: TypeAlias = User | UserEmpty
 TypeUserFull: TypeAlias = UserFull
 TypeUserProfilePhoto: TypeAlias = UserProfilePhoto | UserProfilePhotoEmpty
@@ -2716,22 +7339,192 @@ register(
     UserStatusOffline,
     UserStatusOnline,
     UserStatusRecently,
+    MessageEntityUnknown,
+    MessageEntityMention,
+    MessageEntityHashtag,
+    MessageEntityBotCommand,
+    MessageEntityUrl,
+    MessageEntityEmail,
+    MessageEntityBold,
+    MessageEntityItalic,
+    MessageEntityCode,
+    MessageEntityPre,
+    MessageEntityTextUrl,
+    MessageEntityMentionName,
+    InputMessageEntityMentionName,
+    MessageEntityPhone,
+    MessageEntityCashtag,
+    MessageEntityUnderline,
+    MessageEntityStrike,
+    MessageEntityBankCard,
+    MessageEntitySpoiler,
+    MessageEntityCustomEmoji,
+    MessageEntityBlockquote,
+    MessageEntityFormattedDate,
+    MessageEntityDiffInsert,
+    MessageEntityDiffReplace,
+    MessageEntityDiffDelete,
+    InputReplyToMessage,
+    InputReplyToStory,
+    InputReplyToMonoForum,
+    InputReplyToEphemeralMessage,
+    MessageReplyHeader,
+    MessageReplyStoryHeader,
+    MessageFwdHeader,
+    InputMessagesFilterEmpty,
+    InputMessagesFilterPhotos,
+    InputMessagesFilterVideo,
+    InputMessagesFilterPhotoVideo,
+    InputMessagesFilterDocument,
+    InputMessagesFilterUrl,
+    InputMessagesFilterGif,
+    InputMessagesFilterVoice,
+    InputMessagesFilterMusic,
+    InputMessagesFilterChatPhotos,
+    InputMessagesFilterPhoneCalls,
+    InputMessagesFilterRoundVoice,
+    InputMessagesFilterRoundVideo,
+    InputMessagesFilterMyMentions,
+    InputMessagesFilterGeo,
+    InputMessagesFilterContacts,
+    InputMessagesFilterPinned,
+    InputMessagesFilterPoll,
+    InputMessageID,
+    InputMessageReplyTo,
+    InputMessagePinned,
+    InputMessageCallbackQuery,
+    UpdateNewMessage,
+    UpdateMessageID,
+    UpdateDeleteMessages,
+    UpdateEditMessage,
+    UpdateReadHistoryInbox,
+    UpdateReadHistoryOutbox,
+    UpdateNewChannelMessage,
+    UpdateEditChannelMessage,
+    UpdateDeleteChannelMessages,
+    UpdateReadChannelInbox,
+    UpdateChannel,
+    UpdateChannelTooLong,
+    UpdateChatParticipants,
+    UpdatesTooLong,
+    UpdateShortMessage,
+    UpdateShortChatMessage,
+    UpdateShort,
+    UpdatesCombined,
+    Updates,
+    UpdateShortSentMessage,
+    MessageActionEmpty,
+    MessageActionChatCreate,
+    MessageActionChatEditTitle,
+    MessageActionChatAddUser,
+    MessageActionChatDeleteUser,
+    MessageActionChannelCreate,
+    MessageActionPinMessage,
+    MessageActionHistoryClear,
+    ChatParticipantsForbidden,
+    ChatParticipants,
+    ChatParticipant,
+    ChatParticipantCreator,
+    ChatParticipantAdmin,
+    MessageEmpty,
+    Message,
+    MessageService,
+    PeerUser,
+    PeerChat,
+    PeerChannel,
+    Dialog,
+    DialogFolder,
+    DialogCommunity,
+    Folder,
+    ForumTopicDeleted,
+    ForumTopic,
+    InputChannelEmpty,
+    InputChannel,
+    InputChannelFromMessage,
+    ChannelMessagesFilterEmpty,
+    ChannelMessagesFilter,
+    MessageRange,
+    MissingInvitee,
+    Contact,
+    PopularContact,
+    ImportedContact,
+    InputPhoneContact,
+    MessageViews,
+    ChatFull,
+    ChannelFull,
+    CommunityFull,
+    PhotoEmpty,
+    Photo,
+    PhotoSizeEmpty,
+    PhotoSize,
+    PhotoCachedSize,
+    PhotoStrippedSize,
+    PhotoSizeProgressive,
+    PhotoPathSize,
+    CommunityPeer,
+    BotInfo,
 )
 
 __all__ = [
     "Authorization",
+    "BotInfo",
     "Channel",
     "ChannelForbidden",
+    "ChannelFull",
+    "ChannelMessagesFilter",
+    "ChannelMessagesFilterEmpty",
     "Chat",
     "ChatEmpty",
     "ChatForbidden",
+    "ChatFull",
+    "ChatParticipant",
+    "ChatParticipantAdmin",
+    "ChatParticipantCreator",
+    "ChatParticipants",
+    "ChatParticipantsForbidden",
     "ChatPhoto",
     "ChatPhotoEmpty",
     "CodeSettings",
+    "CommunityFull",
+    "CommunityPeer",
     "Config",
+    "Contact",
     "DcOption",
+    "Dialog",
+    "DialogCommunity",
+    "DialogFolder",
     "Error",
+    "Folder",
+    "ForumTopic",
+    "ForumTopicDeleted",
+    "ImportedContact",
+    "InputChannel",
+    "InputChannelEmpty",
+    "InputChannelFromMessage",
     "InputClientProxy",
+    "InputMessageCallbackQuery",
+    "InputMessageEntityMentionName",
+    "InputMessageID",
+    "InputMessagePinned",
+    "InputMessageReplyTo",
+    "InputMessagesFilterChatPhotos",
+    "InputMessagesFilterContacts",
+    "InputMessagesFilterDocument",
+    "InputMessagesFilterEmpty",
+    "InputMessagesFilterGeo",
+    "InputMessagesFilterGif",
+    "InputMessagesFilterMusic",
+    "InputMessagesFilterMyMentions",
+    "InputMessagesFilterPhoneCalls",
+    "InputMessagesFilterPhotoVideo",
+    "InputMessagesFilterPhotos",
+    "InputMessagesFilterPinned",
+    "InputMessagesFilterPoll",
+    "InputMessagesFilterRoundVideo",
+    "InputMessagesFilterRoundVoice",
+    "InputMessagesFilterUrl",
+    "InputMessagesFilterVideo",
+    "InputMessagesFilterVoice",
     "InputPeerChannel",
     "InputPeerChannelFromMessage",
     "InputPeerChat",
@@ -2739,6 +7532,11 @@ __all__ = [
     "InputPeerSelf",
     "InputPeerUser",
     "InputPeerUserFromMessage",
+    "InputPhoneContact",
+    "InputReplyToEphemeralMessage",
+    "InputReplyToMessage",
+    "InputReplyToMonoForum",
+    "InputReplyToStory",
     "InputUser",
     "InputUserEmpty",
     "InputUserFromMessage",
@@ -2750,33 +7548,136 @@ __all__ = [
     "JsonObject",
     "JsonObjectValue",
     "JsonString",
+    "Message",
+    "MessageActionChannelCreate",
+    "MessageActionChatAddUser",
+    "MessageActionChatCreate",
+    "MessageActionChatDeleteUser",
+    "MessageActionChatEditTitle",
+    "MessageActionEmpty",
+    "MessageActionHistoryClear",
+    "MessageActionPinMessage",
+    "MessageEmpty",
+    "MessageEntityBankCard",
+    "MessageEntityBlockquote",
+    "MessageEntityBold",
+    "MessageEntityBotCommand",
+    "MessageEntityCashtag",
+    "MessageEntityCode",
+    "MessageEntityCustomEmoji",
+    "MessageEntityDiffDelete",
+    "MessageEntityDiffInsert",
+    "MessageEntityDiffReplace",
+    "MessageEntityEmail",
+    "MessageEntityFormattedDate",
+    "MessageEntityHashtag",
+    "MessageEntityItalic",
+    "MessageEntityMention",
+    "MessageEntityMentionName",
+    "MessageEntityPhone",
+    "MessageEntityPre",
+    "MessageEntitySpoiler",
+    "MessageEntityStrike",
+    "MessageEntityTextUrl",
+    "MessageEntityUnderline",
+    "MessageEntityUnknown",
+    "MessageEntityUrl",
+    "MessageFwdHeader",
+    "MessageRange",
+    "MessageReplyHeader",
+    "MessageReplyStoryHeader",
+    "MessageService",
+    "MessageViews",
+    "MissingInvitee",
     "Null",
+    "PeerChannel",
+    "PeerChat",
     "PeerNotifySettings",
     "PeerSettings",
+    "PeerUser",
+    "Photo",
+    "PhotoCachedSize",
+    "PhotoEmpty",
+    "PhotoPathSize",
+    "PhotoSize",
+    "PhotoSizeEmpty",
+    "PhotoSizeProgressive",
+    "PhotoStrippedSize",
+    "PopularContact",
     "ReactionCustomEmoji",
     "ReactionEmoji",
     "ReactionEmpty",
     "ReactionPaid",
     "TypeAuthorization",
+    "TypeBotInfo",
+    "TypeChannelMessagesFilter",
     "TypeChat",
+    "TypeChatFull",
+    "TypeChatParticipant",
+    "TypeChatParticipants",
     "TypeChatPhoto",
     "TypeCodeSettings",
+    "TypeCommunityPeer",
     "TypeConfig",
+    "TypeContact",
     "TypeDcOption",
+    "TypeDialog",
     "TypeError_",
+    "TypeFolder",
+    "TypeForumTopic",
+    "TypeImportedContact",
+    "TypeInputChannel",
     "TypeInputClientProxy",
+    "TypeInputContact",
+    "TypeInputMessage",
     "TypeInputPeer",
+    "TypeInputReplyTo",
     "TypeInputUser",
     "TypeJSONObjectValue",
     "TypeJSONValue",
+    "TypeMessage",
+    "TypeMessageAction",
+    "TypeMessageEntity",
+    "TypeMessageFwdHeader",
+    "TypeMessageRange",
+    "TypeMessageReplyHeader",
+    "TypeMessageViews",
+    "TypeMessagesFilter",
+    "TypeMissingInvitee",
     "TypeNull",
+    "TypePeer",
     "TypePeerNotifySettings",
     "TypePeerSettings",
+    "TypePhoto",
+    "TypePhotoSize",
+    "TypePopularContact",
     "TypeReaction",
+    "TypeUpdate",
+    "TypeUpdates",
     "TypeUser",
     "TypeUserFull",
     "TypeUserProfilePhoto",
     "TypeUserStatus",
+    "UpdateChannel",
+    "UpdateChannelTooLong",
+    "UpdateChatParticipants",
+    "UpdateDeleteChannelMessages",
+    "UpdateDeleteMessages",
+    "UpdateEditChannelMessage",
+    "UpdateEditMessage",
+    "UpdateMessageID",
+    "UpdateNewChannelMessage",
+    "UpdateNewMessage",
+    "UpdateReadChannelInbox",
+    "UpdateReadHistoryInbox",
+    "UpdateReadHistoryOutbox",
+    "UpdateShort",
+    "UpdateShortChatMessage",
+    "UpdateShortMessage",
+    "UpdateShortSentMessage",
+    "Updates",
+    "UpdatesCombined",
+    "UpdatesTooLong",
     "User",
     "UserEmpty",
     "UserFull",
@@ -2790,6 +7691,8 @@ __all__ = [
     "UserStatusRecently",
     "account",
     "auth",
+    "contacts",
+    "messages",
     "updates",
     "users",
 ]

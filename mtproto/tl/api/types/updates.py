@@ -5,9 +5,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias
+from typing import TYPE_CHECKING, ClassVar, TypeAlias
 
-from mtproto.tl.runtime import INT, Reader, TLObject, register
+from mtproto.tl.runtime import INT, UINT, VECTOR_HEADER, Reader, TLObject, TypeRef, register
+
+if TYPE_CHECKING:
+    from mtproto.tl.api.types import TypeChat, TypeDialog, TypeMessage, TypeUpdate, TypeUser
+
+_T_CHAT: TypeRef[TypeChat] = TypeRef("Chat", 0x17d493d5, 0x29562865, 0x41cbf256, 0x6592a1a7, 0xd49f34c6)
+_T_DIALOG: TypeRef[TypeDialog] = TypeRef("Dialog", 0x71bd134c, 0xf78a0973, 0xfc89f7f3)
+_T_MESSAGE: TypeRef[TypeMessage] = TypeRef("Message", 0x7600b9d3, 0x7a800e0a, 0x90a6ca84)
+_T_UPDATE: TypeRef[TypeUpdate] = TypeRef(
+    "Update",
+    0x07761198,
+    0x108d941f,
+    0x1b3f4df7,
+    0x1f2b0afd,
+    0x2f2f21bf,
+    0x4e90bfd6,
+    0x62ba04d9,
+    0x635b4c09,
+    0x922e6e10,
+    0x9e84bc99,
+    0xa20db0e5,
+    0xc32d5b12,
+    0xe40370a3,
+)
+_T_USER: TypeRef[TypeUser] = TypeRef("User", 0xb1b8cc83, 0xd3bc4b7a)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -79,15 +103,154 @@ class DifferenceTooLong(TLObject):
         return cls(pts=_pts)
 
 
+@dataclass(slots=True, kw_only=True)
+class ChannelDifferenceEmpty(TLObject):
+    """
+    ``updates.channelDifferenceEmpty#3e11affb flags:# final:flags.0?true pts:int timeout:flags.1?int =
+    updates.ChannelDifference;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x3e11affb
+    TL_NAME: ClassVar[str] = "updates.channelDifferenceEmpty"
+
+    pts: int
+    final: bool = False
+    timeout: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.final else 0) | (2 if self.timeout is not None else 0)
+        out += UINT.pack(flags)
+        out += INT.pack(self.pts)
+        if self.timeout is not None:
+            out += INT.pack(self.timeout)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChannelDifferenceEmpty:
+        flags = r.read_uint()
+        _final = (flags & 1) != 0
+        _pts = r.read_int()
+        _timeout = r.read_int() if flags & 2 else None
+        return cls(final=_final, pts=_pts, timeout=_timeout)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChannelDifferenceTooLong(TLObject):
+    """
+    ``updates.channelDifferenceTooLong#a4bcc6fe flags:# final:flags.0?true timeout:flags.1?int dialog:Dialog
+    messages:Vector<Message> chats:Vector<Chat> users:Vector<User> = updates.ChannelDifference;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xa4bcc6fe
+    TL_NAME: ClassVar[str] = "updates.channelDifferenceTooLong"
+
+    dialog: TypeDialog
+    messages: list[TypeMessage]
+    chats: list[TypeChat]
+    users: list[TypeUser]
+    final: bool = False
+    timeout: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.final else 0) | (2 if self.timeout is not None else 0)
+        out += UINT.pack(flags)
+        if self.timeout is not None:
+            out += INT.pack(self.timeout)
+        self.dialog._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.messages))
+        for messages_item in self.messages:
+            messages_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.chats))
+        for chats_item in self.chats:
+            chats_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.users))
+        for users_item in self.users:
+            users_item._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChannelDifferenceTooLong:
+        flags = r.read_uint()
+        _final = (flags & 1) != 0
+        _timeout = r.read_int() if flags & 2 else None
+        _dialog = r.read_boxed(_T_DIALOG)
+        _messages = r.read_vector(lambda: r.read_boxed(_T_MESSAGE))
+        _chats = r.read_vector(lambda: r.read_boxed(_T_CHAT))
+        _users = r.read_vector(lambda: r.read_boxed(_T_USER))
+        return cls(final=_final, timeout=_timeout, dialog=_dialog, messages=_messages, chats=_chats, users=_users)
+
+
+@dataclass(slots=True, kw_only=True)
+class ChannelDifference(TLObject):
+    """
+    ``updates.channelDifference#2064674e flags:# final:flags.0?true pts:int timeout:flags.1?int
+    new_messages:Vector<Message> other_updates:Vector<Update> chats:Vector<Chat> users:Vector<User> =
+    updates.ChannelDifference;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x2064674e
+    TL_NAME: ClassVar[str] = "updates.channelDifference"
+
+    pts: int
+    new_messages: list[TypeMessage]
+    other_updates: list[TypeUpdate]
+    chats: list[TypeChat]
+    users: list[TypeUser]
+    final: bool = False
+    timeout: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.final else 0) | (2 if self.timeout is not None else 0)
+        out += UINT.pack(flags)
+        out += INT.pack(self.pts)
+        if self.timeout is not None:
+            out += INT.pack(self.timeout)
+        out += VECTOR_HEADER + INT.pack(len(self.new_messages))
+        for new_messages_item in self.new_messages:
+            new_messages_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.other_updates))
+        for other_updates_item in self.other_updates:
+            other_updates_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.chats))
+        for chats_item in self.chats:
+            chats_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.users))
+        for users_item in self.users:
+            users_item._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ChannelDifference:
+        flags = r.read_uint()
+        _final = (flags & 1) != 0
+        _pts = r.read_int()
+        _timeout = r.read_int() if flags & 2 else None
+        _new_messages = r.read_vector(lambda: r.read_boxed(_T_MESSAGE))
+        _other_updates = r.read_vector(lambda: r.read_boxed(_T_UPDATE))
+        _chats = r.read_vector(lambda: r.read_boxed(_T_CHAT))
+        _users = r.read_vector(lambda: r.read_boxed(_T_USER))
+        return cls(
+            final=_final,
+            pts=_pts,
+            timeout=_timeout,
+            new_messages=_new_messages,
+            other_updates=_other_updates,
+            chats=_chats,
+            users=_users,
+        )
+
+
+TypeChannelDifference: TypeAlias = ChannelDifferenceEmpty | ChannelDifferenceTooLong | ChannelDifference
 TypeDifference: TypeAlias = DifferenceEmpty | DifferenceTooLong
 TypeState: TypeAlias = State
 
-register(State, DifferenceEmpty, DifferenceTooLong)
+register(State, DifferenceEmpty, DifferenceTooLong, ChannelDifferenceEmpty, ChannelDifferenceTooLong, ChannelDifference)
 
 __all__ = [
+    "ChannelDifference",
+    "ChannelDifferenceEmpty",
+    "ChannelDifferenceTooLong",
     "DifferenceEmpty",
     "DifferenceTooLong",
     "State",
+    "TypeChannelDifference",
     "TypeDifference",
     "TypeState",
 ]
