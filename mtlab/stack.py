@@ -21,6 +21,7 @@ class RunningStack:
     data_dir: Path
     gateway_host: str
     gateway_port: int
+    gateway_ws_port: int  # MTProto over WebSocket (0: a supervisor too old to say)
     server_pem: str  # the gateway's RSA public key (PKCS#1 PEM): what a client pins
     redis_url: str
 
@@ -47,7 +48,8 @@ def find(data_dir: Path) -> RunningStack | str:
     redis_url = str(redis["dsn"])
     if ":***@" in redis_url:  # supervisor.json keeps no passwords: a configured Redis is named in the environment
         redis_url = os.environ.get("MTLAB_REDIS_URL", redis_url)
-    return RunningStack(data_dir, host, int(port), rsa.public_pem_pkcs1(key).decode(), redis_url)
+    ws_port = int(gateway.get("ports", {}).get("ws_port", 0))
+    return RunningStack(data_dir, host, int(port), ws_port, rsa.public_pem_pkcs1(key).decode(), redis_url)
 
 
 async def pending_codes(redis_url: str) -> list[Pending]:

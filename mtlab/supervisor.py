@@ -90,6 +90,9 @@ def default_data_dir() -> Path:
 class Port:
     knob: str  # the config field, e.g. "metrics_port": MTLAB_GATEWAY_METRICS_PORT and --gateway-metrics-port
     serves: str  # what listens there, for --help
+    # A second port clients connect to (beside the service's address): what the endpoint table calls it. Listed
+    # under the address by `mtlab up` and `mtlab status` (in "addresses" with --json), and probed like it.
+    protocol: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,14 @@ class Endpoint:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.ports[self.service.address_port]}"
+
+    @property
+    def addresses(self) -> list[dict[str, str]]:
+        """Every port a client connects to, the address first: ``{"address", "protocol", "knob"}`` each."""
+        found = [{"address": self.address, "protocol": self.service.protocol, "knob": self.service.address_port}]
+        found += [{"address": f"{self.host}:{self.ports[port.knob]}", "protocol": port.protocol, "knob": port.knob}
+                  for port in self.service.ports if port.protocol and port.knob != self.service.address_port]
+        return found
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.ports[self.service.health_port]}{path}"
@@ -345,6 +356,21 @@ def _host_port(dsn: str) -> str:
     return f"{parts.hostname}:{parts.port}"
 
 
+def readable(line: str) -> str:
+    """A JSON log line (services/common/logs.py) as a person reads it: time, level, logger, message, traceback.
+    Any other line (a print, a traceback Python wrote itself) comes back as it is."""
+    if not line.startswith("{"):
+        return line
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict) or not isinstance(record.get("msg"), str):
+        return line
+    text = f"{str(record.get('ts', ''))[11:23]} {record.get('level', '')} {record.get('logger', '')}: {record['msg']}"
+    return f"{text}\n{record['exc']}" if record.get("exc") else text
+
+
 def _tail(path: Path, offset: int = 0, lines: int = 20) -> str:
     try:
         with path.open("rb") as f:
@@ -352,7 +378,8 @@ def _tail(path: Path, offset: int = 0, lines: int = 20) -> str:
             text = f.read().decode(errors="replace")
     except OSError:
         return "  | (no log)"
-    return "\n".join(f"  | {line}" for line in text.strip().splitlines()[-lines:]) or "  | (empty)"
+    shown = "\n".join(readable(line) for line in text.strip().splitlines()[-lines:])
+    return "\n".join(f"  | {line}" for line in shown.splitlines()) or "  | (empty)"
 
 
 def _ago(seconds: float) -> str:
@@ -444,7 +471,8 @@ class _Running:
         return {
             "name": self.service.name, "kind": "service", "module": self.service.module,
             "protocol": self.service.protocol, "address": self.endpoint.address, "host": self.endpoint.host,
-            "ports": self.endpoint.ports, "metrics_url": self.endpoint.url("/metrics"),
+            "addresses": self.endpoint.addresses, "ports": self.endpoint.ports,
+            "metrics_url": self.endpoint.url("/metrics"),
             "health_url": self.endpoint.url("/healthz"), "pid": self.pid, "status": self.status,
             "detail": self.detail, "restarts": self.restarts, "log": str(self.log), "facts": self.facts,
             "shutdown_grace": self.grace,
@@ -1031,9 +1059,10 @@ def collect_status(data_dir: Path) -> dict[str, Any]:
         pid = row.get("pid")
         up = alive(pid)
         ok, why = probe_http(row["health_url"]) if up else (False, "no process")
-        host, _, port = row["address"].rpartition(":")
-        if ok and not tcp_open(host, int(port)):
-            ok, why = False, f"{row['protocol']} port {port} closed"
+        for listener in row.get("addresses") or [{"address": row["address"], "protocol": row["protocol"]}]:
+            host, _, port = listener["address"].rpartition(":")
+            if ok and not tcp_open(host, int(port)):
+                ok, why = False, f"{listener['protocol']} port {port} closed"
         status = "healthy" if ok else row.get("status") if row.get("status") in ("starting", "backoff", "failed") \
             else "down" if not up else "unhealthy"
         endpoints.append(row | {"alive": up, "healthy": ok, "status": status,
@@ -1066,8 +1095,9 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
         if extra:
             status += f" ({'; '.join(extra)})"
         lines.append((row["name"], address, url, str(row.get("pid") or "-"), status))
+        lines += [("", f"{more['address']} ({more['protocol']})", "", "", "") for more in row.get("addresses", [])[1:]]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1]
+    return [("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1]).rstrip()
             for line in lines]
 
 

@@ -1,6 +1,7 @@
 """The mtlab client SDK: the "mobile app" stand-in, on anyio (runs on trio and asyncio).
 
-Connect over any MTProto transport (abridged, intermediate, padded intermediate, full; obfuscated or not),
+Connect over any MTProto transport (abridged, intermediate, padded intermediate, full; obfuscated or not; on TCP,
+or obfuscated on WebSocket),
 create or reuse an auth key, invoke any TL function from any number of tasks, receive updates::
 
     from mtlab.client import Client, ClientConfig
@@ -17,9 +18,10 @@ answers them. Used by the ``mtlab`` CLI, the end-to-end tests and the locust use
 - ``client``: ``Client`` (connections, tasks, waiting callers) and ``ClientStats``.
 - ``config``: ``ClientConfig``, server keys from PEM.
 - ``errors``: ``RpcError``, ``ConnectionLost``, ``BadMessageError``, ``SessionFileError``.
-- ``link``: one TCP connection and the auth-key handshake over it.
+- ``link``: one connection and the auth-key handshake over it.
 - ``session_file``: the auth key kept between runs (JSON, 0600, atomic writes).
 - ``updates``: the bounded, drop-oldest inbox behind ``Client.updates()``.
+- ``websocket``: MTProto over WebSocket (``/apiws``, subprotocol ``binary``), an anyio byte stream on wsproto.
 """
 
 from mtlab.client.client import Client, ClientStats

@@ -1,17 +1,19 @@
-"""``Client``: MTProto over TCP for applications, a thin anyio shell around the sans-IO ``mtproto`` package.
+"""``Client``: MTProto over TCP or WebSocket for applications, a thin anyio shell around the sans-IO ``mtproto``
+package.
 
     async with Client(ClientConfig(server_keys=pem, port=4430)) as client:
         config = await client.invoke(api.functions.help.GetConfig())
 
 Everything protocol-shaped happens in ``mtproto``: framing (``ClientTransport``), the auth-key handshake
 (``mtproto.handshake``), msg_ids, seq_nos, salts, containers, acks and resends (``ClientSession``). This module
-owns only what needs an event loop: the socket, three tasks per connection, and the waiting callers.
+owns only what needs an event loop: the socket (a TCP stream, or a WebSocket from ``websocket.py`` when the
+config asks for one), three tasks per connection, and the waiting callers.
 
 Tasks, all in task groups (no task outlives the ``async with``):
 
     client task group
       supervisor          connects, creates or reuses the auth key, replaces a lost connection
-        connection task group (one per TCP connection)
+        connection task group (one per connection)
           reader          next_frame -> ClientSession.receive -> resolve the waiting invoke() / queue updates
           writer          woken by invoke(): ClientSession.data_to_send (everything queued, one container)
           pinger          ping_delay_disconnect every ping_interval; no pong in time = a dead connection
@@ -38,9 +40,9 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import ByteStream, TaskGroup
 
-from mtlab.client import session_file
+from mtlab.client import session_file, websocket
 from mtlab.client.config import ClientConfig
 from mtlab.client.errors import BadMessageError, ConnectionLost, RpcError
 from mtlab.client.link import Link, create_auth_key
@@ -365,13 +367,20 @@ class Client:
             await anyio.sleep(delay)
 
     async def _run_connection(self, *, reconnecting: bool) -> _Ended:
-        """One TCP connection from connect to loss; never raises for a network or protocol failure."""
+        """One connection (TCP or WebSocket) from connect to loss; never raises for a network or protocol failure."""
         cfg = self.config
+        port = cfg.ws_port if cfg.websocket else cfg.port
+        stream: ByteStream
         try:
             with anyio.fail_after(cfg.connect_timeout):
-                stream = await anyio.connect_tcp(cfg.host, cfg.port)
+                if cfg.websocket:
+                    stream = await websocket.connect(cfg.host, port)
+                else:
+                    stream = await anyio.connect_tcp(cfg.host, port)
         except (OSError, TimeoutError) as exc:
-            return _Ended(ConnectionLost(f"cannot connect to {cfg.host}:{cfg.port}: {exc}"), False, False)
+            return _Ended(ConnectionLost(f"cannot connect to {cfg.host}:{port}: {exc}"), False, False)
+        except ConnectionLost as exc:
+            return _Ended(exc, False, False)
         transport = ClientTransport(cfg.transport, obfuscated=cfg.obfuscated, randbytes=self._randbytes,
                                     dc_id=cfg.dc_id)
         link = Link(stream, transport)
@@ -409,8 +418,9 @@ class Client:
                     self.server_config = cast(api.types.TypeConfig, init.value)
                     self._stats.connections += 1
                     self._stats.reconnects += reconnecting
-                    log.info("connected to %s:%d (%s%s), session %x", cfg.host, cfg.port, cfg.transport.value,
-                             "+obfuscated" if cfg.obfuscated else "", link.session.session_id if link.session else 0)
+                    log.info("connected to %s:%d (%s%s%s), session %x", cfg.host, port, cfg.transport.value,
+                             "+obfuscated" if cfg.obfuscated else "", " over WebSocket" if cfg.websocket else "",
+                             link.session.session_id if link.session else 0)
                     if self._ready is not None:
                         self._ready.set()
                     if cfg.ping_interval is not None:

@@ -1,4 +1,5 @@
-"""What a ``Client`` needs to know before it connects: where, over which transport, which server keys to trust.
+"""What a ``Client`` needs to know before it connects: where, over which transport (on TCP or WebSocket), which
+server keys to trust.
 
 The server's RSA public keys are the client's only anchor of trust in the auth-key handshake
 (core.telegram.org/mtproto/auth_key, step 4: the client encrypts ``p_q_inner_data`` to a key whose fingerprint
@@ -52,8 +53,11 @@ class ClientConfig:
     -404 for a key we had (the server does not know it) is always answered by one immediate retry with a new
     key, reconnect or not.
 
-    ``connect_timeout`` bounds each connection attempt (TCP connect, handshake, the first answer); a client
-    that retries in the background is the caller of those attempts, so the bound is its to set.
+    ``websocket``: connect to ``ws_port`` instead of ``port`` and carry the transport in binary WebSocket messages
+    (path ``/apiws``, subprotocol ``binary``), as web clients do; the spec requires the obfuscated form there.
+
+    ``connect_timeout`` bounds each connection attempt (TCP connect and WebSocket upgrade, handshake, the first
+    answer); a client that retries in the background is the caller of those attempts, so the bound is its to set.
     ``ping_interval``: seconds between ``ping_delay_disconnect`` messages (``None``: no pings); a pong that
     takes longer than the interval counts as a dead connection. ``ack_delay``: how long acknowledgements may
     wait for an outgoing message to ride on before they are sent alone. ``updates_buffer``: how many
@@ -66,6 +70,8 @@ class ClientConfig:
     port: int = 4430
     transport: TransportKind = TransportKind.INTERMEDIATE
     obfuscated: bool = False
+    websocket: bool = False  # MTProto over WebSocket to ws_port (path /apiws); needs obfuscated=True
+    ws_port: int = 4440
     dc_id: int = 2
     session_file: Path | None = None
     legacy_rsa: bool = False  # the old SHA1 padding of req_DH_params, as Telethon sends it
@@ -96,6 +102,8 @@ class ClientConfig:
         object.__setattr__(self, "_keys", keys)
         if self.obfuscated and self.transport is TransportKind.FULL:
             raise ValueError("the full transport has no obfuscated form (it has no protocol tag)")
+        if self.websocket and not self.obfuscated:
+            raise ValueError("MTProto over WebSocket must be obfuscated: set obfuscated=True")
         if self.reconnect_attempts < 1 or self.updates_buffer < 1:
             raise ValueError("reconnect_attempts and updates_buffer must be at least 1")
         if self.ping_interval is not None and not 0 < self.ping_interval < math.inf:

@@ -1,8 +1,9 @@
-"""One TCP connection to the gateway: the socket, its transport codec, and the auth-key handshake over it.
+"""One connection to the gateway: the byte stream, its transport codec, and the auth-key handshake over it.
 
-``Link`` joins an anyio socket to ``mtproto.transport.ClientTransport`` (core.telegram.org/mtproto/
-mtproto-transports): ``send`` frames payloads, ``next_frame`` reads until a whole payload is decoded. Every way
-the connection can end (EOF, a reset, a transport error such as -404, bytes the codec refuses) comes out as
+``Link`` joins an anyio byte stream (a TCP socket, or ``websocket.WebSocketStream``) to
+``mtproto.transport.ClientTransport`` (core.telegram.org/mtproto/mtproto-transports): ``send`` frames payloads,
+``next_frame`` reads until a whole payload is decoded. Every way the connection can end (EOF, a reset, a
+transport error such as -404, a WebSocket close, bytes the codec refuses) comes out as
 one exception, ``ConnectionLost``, so the client above has a single thing to handle.
 
 ``create_auth_key`` drives the pure steps of ``mtproto.handshake`` (core.telegram.org/mtproto/auth_key) over a
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
-from anyio.abc import SocketStream
+from anyio.abc import ByteStream
 
 from mtlab.client.errors import ConnectionLost
 from mtproto import handshake
@@ -41,7 +42,7 @@ MAX_DH_RETRIES = 5
 class Link:
     """One connection: bytes framed out, frames read in, and the MTProto session riding on it (if any)."""
 
-    def __init__(self, stream: SocketStream, transport: ClientTransport) -> None:
+    def __init__(self, stream: ByteStream, transport: ClientTransport) -> None:
         self.stream = stream
         self.transport = transport
         self.session: ClientSession | None = None

@@ -27,6 +27,8 @@ guidelines (DH checks)                        ``check_dh_params``, ``validate_dh
 /mtproto/auth_key step 9 (dh_gen_*)           kdf: ``auth_key_aux_hash``, ``new_nonce_hash``,
                                               ``server_salt``
 /mtproto/mtproto-transports, "Quick ack"      kdf: ``quick_ack_token``
+/mtproto/description_v1 (MTProto 1.0, only    kdf: ``msg_key_v1``, ``message_key_iv_v1``
+for auth.bindTempAuthKey's binding message)   (the message itself: ``mtproto.pfs``)
 /mtproto/mtproto-transports, "Transport       ctr: ``AesCtr``
 obfuscation" (AES-256-CTR)
 ============================================  ==========================================================
@@ -56,8 +58,10 @@ from mtproto.crypto.kdf import (
     auth_key_aux_hash,
     auth_key_id,
     message_key_iv,
+    message_key_iv_v1,
     msg_key,
     msg_key_large,
+    msg_key_v1,
     new_nonce_hash,
     quick_ack_token,
     server_salt,
@@ -107,8 +111,10 @@ __all__ = [
     "load_private_pem",
     "load_public_pem",
     "message_key_iv",
+    "message_key_iv_v1",
     "msg_key",
     "msg_key_large",
+    "msg_key_v1",
     "new_nonce_hash",
     "private_pem",
     "public_pem_pkcs1",

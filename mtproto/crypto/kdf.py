@@ -8,6 +8,10 @@ Spec sections, one per function group:
 - core.telegram.org/mtproto/auth_key, step 6 (server_DH_params_ok): ``tmp_aes_key_iv``; step 9 (dh_gen_ok and
   friends): ``auth_key_aux_hash``, ``new_nonce_hash``, ``server_salt``.
 - core.telegram.org/mtproto/mtproto-transports, "Quick ack": ``quick_ack_token``.
+- core.telegram.org/mtproto/description_v1 (MTProto 1.0, deprecated): ``msg_key_v1``, ``message_key_iv_v1``.
+  Nothing travels under 1.0 any more except one thing: the binding message of ``auth.bindTempAuthKey``
+  (core.telegram.org/method/auth.bindTempAuthKey), which is encrypted "in the usual way, but with MTProto v1"
+  under the permanent key (``mtproto/pfs.py``).
 
 "x" below is the direction offset of the spec: 0 for client-to-server messages, 8 for server-to-client. Both
 sides derive keys for both directions, so every function takes ``from_client`` (the sender of the message the
@@ -28,8 +32,10 @@ __all__ = [
     "auth_key_aux_hash",
     "auth_key_id",
     "message_key_iv",
+    "message_key_iv_v1",
     "msg_key",
     "msg_key_large",
+    "msg_key_v1",
     "new_nonce_hash",
     "quick_ack_token",
     "server_salt",
@@ -75,6 +81,36 @@ def message_key_iv(auth_key: bytes, msg_key: bytes, *, from_client: bool) -> tup
     a = sha256(msg_key + auth_key[x : x + 36]).digest()
     b = sha256(auth_key[40 + x : 76 + x] + msg_key).digest()
     return a[:8] + b[8:24] + a[24:32], b[:8] + a[8:24] + b[24:32]
+
+
+def msg_key_v1(plaintext: bytes) -> bytes:
+    """MTProto 1.0 msg_key: the 128 lower-order bits of SHA1(plaintext), i.e. ``SHA1(plaintext)[4:20]``.
+
+    Unlike 2.0's, it hashes the plaintext *without* its padding and without any part of the auth key (1.0 pads
+    after computing it), which is one reason 2.0 replaced it. Used only for auth.bindTempAuthKey.
+    """
+    return sha1(plaintext).digest()[4:20]
+
+
+def message_key_iv_v1(auth_key: bytes, msg_key: bytes, *, from_client: bool) -> tuple[bytes, bytes]:
+    """MTProto 1.0's AES-256-IGE (key, iv) from auth_key and a ``msg_key_v1``.
+
+    sha1_a = SHA1(msg_key + auth_key[x : x+32]),
+    sha1_b = SHA1(auth_key[32+x : 48+x] + msg_key + auth_key[48+x : 64+x]),
+    sha1_c = SHA1(auth_key[64+x : 96+x] + msg_key),
+    sha1_d = SHA1(msg_key + auth_key[96+x : 128+x]);
+    key = sha1_a[0:8] + sha1_b[8:20] + sha1_c[4:16];
+    iv = sha1_a[8:20] + sha1_b[0:8] + sha1_c[16:20] + sha1_d[0:8].
+    """
+    _check_auth_key(auth_key)
+    if len(msg_key) != 16:
+        raise LocalProtocolError(f"msg_key must be 16 bytes, got {len(msg_key)}")
+    x = _x(from_client)
+    a = sha1(msg_key + auth_key[x : x + 32]).digest()
+    b = sha1(auth_key[32 + x : 48 + x] + msg_key + auth_key[48 + x : 64 + x]).digest()
+    c = sha1(auth_key[64 + x : 96 + x] + msg_key).digest()
+    d = sha1(msg_key + auth_key[96 + x : 128 + x]).digest()
+    return a[:8] + b[8:20] + c[4:16], a[8:20] + b[:8] + c[16:20] + d[:8]
 
 
 def tmp_aes_key_iv(new_nonce: bytes, server_nonce: bytes) -> tuple[bytes, bytes]:

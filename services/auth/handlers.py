@@ -7,11 +7,19 @@ in ``store.py``; login codes and flood limits in ``codes.py``; each database ste
 Who the caller is comes from the database, by the context's auth key id, not from the context's user id: this
 service owns that fact, so a gateway whose cache is a moment stale cannot act for a revoked device here.
 
+Temporary keys (core.telegram.org/api/pfs): a temporary key bound to a permanent one with auth.bindTempAuthKey
+*acts as* that permanent key. The authorization belongs to the permanent key, so signing in, signing up, logging
+out, listing and revoking authorizations through the temporary key all read and change the permanent key's, and
+every change is announced for the permanent key and the temporary keys bound to it (``store.with_bound_keys``). A
+temporary key that is not bound may not sign in at all: 401 AUTH_KEY_PERM_EMPTY (the gateway refuses the other
+methods at its edge).
+
 Errors (400 unless noted): PHONE_NUMBER_INVALID, PHONE_CODE_EMPTY, PHONE_CODE_HASH_EMPTY, PHONE_CODE_INVALID
 (wrong digits, the attempt counted), PHONE_CODE_EXPIRED (no such code: expired, replaced by a newer sendCode,
 destroyed after too many wrong tries, or a signUp whose code signIn never accepted), PHONE_NUMBER_OCCUPIED,
-FIRSTNAME_INVALID, LASTNAME_INVALID, USER_ID_INVALID, HASH_INVALID, 401 AUTH_KEY_UNREGISTERED, 401
-SESSION_REVOKED, 420 FLOOD_WAIT_<seconds>.
+FIRSTNAME_INVALID, LASTNAME_INVALID, USER_ID_INVALID, HASH_INVALID, ENCRYPTED_MESSAGE_INVALID, EXPIRES_AT_INVALID,
+TEMP_AUTH_KEY_EMPTY, TEMP_AUTH_KEY_ALREADY_BOUND, 401 AUTH_KEY_UNREGISTERED, 401 SESSION_REVOKED, 401
+AUTH_KEY_PERM_EMPTY, 420 FLOOD_WAIT_<seconds>.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from typing import Any, TypeVar
 import asyncpg
 from prometheus_client import Counter
 
+from mtproto import pfs
 from mtproto.crypto import kdf
+from mtproto.session import AuthKey
 from mtproto.tl import api
 from mtproto.tl.internal.functions import keys as keys_fn
 from mtproto.tl.internal.types import keys, rpc
@@ -102,16 +112,37 @@ def _new_hash() -> int:
 def _user(row: store.UserRow, *, me: bool) -> api.types.User:
     # A user's phone number is shown to themselves only: there are no contacts yet to share it with.
     return api.types.User(id=row.id, self=me, access_hash=row.access_hash, first_name=row.first_name,
-                          last_name=row.last_name or None, phone=row.phone if me else None,
+                          last_name=row.last_name or None, username=row.username, phone=row.phone if me else None,
                           status=api.types.UserStatusRecently() if not me else None)
 
 
-async def _me(con: db.Connection, ctx: rpc.Context) -> int:
-    """The user the caller's key is signed in as, or the 401 Telegram gives (core.telegram.org/api/errors#401)."""
-    user_id, revoked = await store.signed_in_user(con, ctx.auth_key_id)
+def _hex(key_id: int) -> str:
+    """An auth key id as the logs and the gateway print it (the 8 bytes as an unsigned hex number)."""
+    return f"{key_id & (2**64 - 1):016x}"
+
+
+async def _acting(con: db.Connection, ctx: rpc.Context) -> int:
+    """The key whose authorization the caller's key acts with: its own, or its permanent key's once bound."""
+    acting = await store.acting_key(con, ctx.auth_key_id)
+    if acting is None:
+        raise RpcError(401, "AUTH_KEY_UNREGISTERED")
+    if acting.temporary and not acting.bound:
+        raise RpcError(401, "AUTH_KEY_PERM_EMPTY")  # core.telegram.org/api/pfs: bind it first
+    return acting.key_id
+
+
+async def _signed_in(con: db.Connection, ctx: rpc.Context) -> tuple[int, int]:
+    """(the acting key, the user it is signed in as), or the 401 Telegram gives (core.telegram.org/api/errors#401)."""
+    key = await _acting(con, ctx)
+    user_id, revoked = await store.signed_in_user(con, key)
     if user_id is None:
         raise RpcError(401, "SESSION_REVOKED" if revoked else "AUTH_KEY_UNREGISTERED")
-    return user_id
+    return key, user_id
+
+
+async def _me(con: db.Connection, ctx: rpc.Context) -> int:
+    """The user the caller's key is signed in as, or the 401."""
+    return (await _signed_in(con, ctx))[1]
 
 
 def _record(row: store.KeyRow) -> keys.KeyRecord:
@@ -119,7 +150,7 @@ def _record(row: store.KeyRow) -> keys.KeyRecord:
         auth_key_id=row.id, auth_key=row.auth_key, handshake_salt=row.handshake_salt,
         created=int(row.created_at.timestamp()),
         expires=int(row.expires_at.timestamp()) if row.expires_at is not None else None,
-        user_id=row.user_id, revoked=row.revoked and row.user_id is None,
+        user_id=row.user_id, revoked=row.revoked and row.user_id is None, perm_auth_key_id=row.perm_auth_key_id,
     )
 
 
@@ -177,20 +208,22 @@ async def sign_in(auth: Auth, ctx: rpc.Context, q: api.functions.auth.SignIn) ->
         raise RpcError(400, error)
     hash_ = _new_hash()
 
-    async def txn(con: db.Connection) -> store.UserRow | None:
+    async def txn(con: db.Connection) -> tuple[store.UserRow | None, list[int]]:
+        key = await _acting(con, ctx)
         user = await store.user_by_phone(con, phone)
-        if user is not None:
-            await store.sign_in(con, ctx.auth_key_id, user.id, hash_, _client(ctx))
-        return user
+        if user is None:
+            return None, []
+        await store.sign_in(con, key, user.id, hash_, _client(ctx))
+        return user, await store.with_bound_keys(con, [key])
 
-    user = await _signing_in(auth.txn("sign_in", txn))
+    user, changed = await _signing_in(auth.txn("sign_in", txn))
     if user is None:
         # The code was right but the number has no account: auth.signUp with the same hash finishes (the code
         # entry stays, marked verified).
         SIGN_INS.labels("signIn", "sign_up_required").inc()
         return api.types.auth.AuthorizationSignUpRequired()
     await auth.codes.consume(phone, q.phone_code_hash)
-    await auth.changes.publish([ctx.auth_key_id])
+    await auth.changes.publish(changed)
     SIGN_INS.labels("signIn", "ok").inc()
     log.info("user %d signed in on key %016x (%s)", user.id, ctx.auth_key_id & (2**64 - 1), _client(ctx).device_model)
     return api.types.auth.Authorization(user=_user(user, me=True))
@@ -210,19 +243,20 @@ async def sign_up(auth: Auth, ctx: rpc.Context, q: api.functions.auth.SignUp) ->
         raise RpcError(400, "PHONE_CODE_EXPIRED")
     access_hash, hash_ = secrets.randbits(63), _new_hash()
 
-    async def txn(con: db.Connection) -> store.UserRow:
+    async def txn(con: db.Connection) -> tuple[store.UserRow, list[int]]:
+        key = await _acting(con, ctx)
         if await store.user_by_phone(con, phone) is not None:
             raise RpcError(400, "PHONE_NUMBER_OCCUPIED")
         user = await store.create_user(con, phone, first_name, last_name, access_hash)
-        await store.sign_in(con, ctx.auth_key_id, user.id, hash_, _client(ctx))
-        return user
+        await store.sign_in(con, key, user.id, hash_, _client(ctx))
+        return user, await store.with_bound_keys(con, [key])
 
     try:
-        user = await _signing_in(auth.txn("sign_up", txn))
+        user, changed = await _signing_in(auth.txn("sign_up", txn))
     except asyncpg.UniqueViolationError:  # another signUp for the number committed between our check and insert
         raise RpcError(400, "PHONE_NUMBER_OCCUPIED") from None
     await auth.codes.consume(phone, q.phone_code_hash)
-    await auth.changes.publish([ctx.auth_key_id])
+    await auth.changes.publish(changed)
     SIGN_INS.labels("signUp", "ok").inc()
     log.info("user %d signed up with %s on key %016x", user.id, _masked(phone), ctx.auth_key_id & (2**64 - 1))
     return api.types.auth.Authorization(user=_user(user, me=True))
@@ -236,11 +270,61 @@ async def _signing_in(txn: Awaitable[T]) -> T:
 
 
 async def log_out(auth: Auth, ctx: rpc.Context, q: api.functions.auth.LogOut) -> api.types.auth.LoggedOut:
-    if not await auth.txn("log_out", lambda con: store.log_out(con, ctx.auth_key_id)):
+    async def txn(con: db.Connection) -> list[int] | None:
+        key = await _acting(con, ctx)
+        return await store.with_bound_keys(con, [key]) if await store.log_out(con, key) else None
+
+    changed = await auth.txn("log_out", txn)
+    if changed is None:
         raise RpcError(401, "AUTH_KEY_UNREGISTERED")
-    await auth.changes.publish([ctx.auth_key_id])
+    await auth.changes.publish(changed)
     REVOCATIONS.labels("log_out").inc()
     return api.types.auth.LoggedOut()
+
+
+def _invalid_binding(ctx: rpc.Context, reason: str) -> RpcError:
+    # One answer for every cause, as for a message that does not decrypt; the reason goes to the log only.
+    log.info("bindTempAuthKey from key %s refused: ENCRYPTED_MESSAGE_INVALID (%s)", _hex(ctx.auth_key_id), reason)
+    return RpcError(400, "ENCRYPTED_MESSAGE_INVALID")
+
+
+async def bind_temp_auth_key(auth: Auth, ctx: rpc.Context, q: api.functions.auth.BindTempAuthKey) -> bool:
+    """auth.bindTempAuthKey (core.telegram.org/api/pfs): from now on the calling temporary key acts as the
+    permanent key named, whose holder proved itself with the binding message (``mtproto.pfs``)."""
+    now = auth.now()
+
+    async def txn(con: db.Connection) -> list[int]:
+        await store.lock_keys(con, [ctx.auth_key_id, q.perm_auth_key_id])
+        temp = await store.get_key(con, ctx.auth_key_id)
+        if temp is None or temp.expires_at is None:
+            raise RpcError(400, "TEMP_AUTH_KEY_EMPTY")  # called over a permanent key
+        perm = await store.get_key(con, q.perm_auth_key_id)
+        # A permanent key this server does not have gets ENCRYPTED_MESSAGE_INVALID: that is the answer after
+        # which core.telegram.org/api/pfs tells clients to drop both keys and make new ones.
+        if perm is None or perm.expires_at is not None:
+            raise _invalid_binding(ctx, "no such permanent key" if perm is None else "the key named is temporary")
+        if ctx.msg_id is None:
+            raise _invalid_binding(ctx, "the gateway did not say which message carried the call")
+        try:
+            pfs.open_bind_message(AuthKey.from_bytes(perm.auth_key), q, temp_auth_key_id=temp.id,
+                                  temp_session_id=ctx.session_id, msg_id=ctx.msg_id)
+        except pfs.BindMessageInvalid as exc:
+            raise _invalid_binding(ctx, exc.reason) from None
+        if q.expires_at <= now:
+            raise RpcError(400, "EXPIRES_AT_INVALID")
+        bound = await store.bound_to(con, temp.id)
+        if bound is not None and bound != perm.id:
+            raise RpcError(400, "TEMP_AUTH_KEY_ALREADY_BOUND")
+        # Binding the same pair again (a client whose answer was lost tries again) is accepted, as the spec's
+        # error says "already bound to *another* perm_auth_key_id".
+        replaced = await store.bind(con, temp.id, perm.id, q.nonce, q.expires_at)
+        return [temp.id, *replaced]
+
+    changed = await auth.txn("bind_temp_auth_key", txn)
+    await auth.changes.publish(changed)
+    log.info("temporary key %s bound to key %s until %d%s", _hex(ctx.auth_key_id), _hex(q.perm_auth_key_id),
+             q.expires_at, f"; unbound {', '.join(map(_hex, changed[1:]))}" if changed[1:] else "")
+    return True
 
 
 # -- account.* ----------------------------------------------------------------------------------------------
@@ -248,12 +332,14 @@ async def log_out(auth: Auth, ctx: rpc.Context, q: api.functions.auth.LogOut) ->
 
 async def get_authorizations(auth: Auth, ctx: rpc.Context,
                              q: api.functions.account.GetAuthorizations) -> api.types.account.Authorizations:
-    async def txn(con: db.Connection) -> list[store.AuthorizationRow]:
-        return await store.authorizations(con, await _me(con, ctx))
+    async def txn(con: db.Connection) -> tuple[int, list[store.AuthorizationRow]]:
+        key, me = await _signed_in(con, ctx)
+        return key, await store.authorizations(con, me)
 
+    key, rows = await auth.txn("get_authorizations", txn)
     listed = []
-    for row in await auth.txn("get_authorizations", txn):
-        current = row.auth_key_id == ctx.auth_key_id
+    for row in rows:
+        current = row.auth_key_id == key  # a bound temporary key's authorization is its permanent key's
         c = row.client
         listed.append(api.types.Authorization(
             current=current, hash=0 if current else row.hash, device_model=c.device_model, platform="",
@@ -268,15 +354,17 @@ async def reset_authorization(auth: Auth, ctx: rpc.Context, q: api.functions.acc
     if q.hash == 0:  # 0 is the caller's own session, which ends with auth.logOut instead
         raise RpcError(400, "HASH_INVALID")
 
-    async def txn(con: db.Connection) -> int | None:
-        return await store.revoke(con, await _me(con, ctx), q.hash, keep=ctx.auth_key_id)
+    async def txn(con: db.Connection) -> list[int] | None:
+        key, me = await _signed_in(con, ctx)
+        revoked = await store.revoke(con, me, q.hash, keep=key)
+        return None if revoked is None else await store.with_bound_keys(con, [revoked])
 
-    revoked = await auth.txn("reset_authorization", txn)
-    if revoked is None:
+    changed = await auth.txn("reset_authorization", txn)
+    if changed is None:
         raise RpcError(400, "HASH_INVALID")
-    await auth.changes.publish([revoked])
+    await auth.changes.publish(changed)
     REVOCATIONS.labels("reset_authorization").inc()
-    log.info("key %016x revoked by key %016x", revoked & (2**64 - 1), ctx.auth_key_id & (2**64 - 1))
+    log.info("key %s revoked by key %s", _hex(changed[0]), _hex(ctx.auth_key_id))
     return True
 
 
@@ -312,6 +400,50 @@ async def get_users(auth: Auth, ctx: rpc.Context, q: api.functions.users.GetUser
     me, rows = await _resolve(auth, ctx, q.id, "get_users")
     # Telegram leaves out the users it cannot show rather than failing the whole call.
     return [_user(row, me=row.id == me) for row in rows if row is not None]
+
+
+#: Telegram's username rule: 5-32 characters, a letter first, letters, digits and single underscores, and no
+#: underscore at the end (migrations/003_usernames.sql checks the same in Postgres).
+_USERNAME = re.compile(r"[A-Za-z](?!.*__)[A-Za-z0-9_]{3,30}[A-Za-z0-9]")
+
+
+def _username(raw: str) -> str:
+    name = raw.removeprefix("@")
+    if not _USERNAME.fullmatch(name):
+        raise RpcError(400, "USERNAME_INVALID")
+    return name
+
+
+async def update_username(auth: Auth, ctx: rpc.Context, q: api.functions.account.UpdateUsername) -> api.types.User:
+    """Set (or, with an empty string, remove) the caller's public username; the answer is the caller's user."""
+    name = _username(q.username) if q.username else None
+
+    async def txn(con: db.Connection) -> store.UserRow:
+        me = await _me(con, ctx)
+        row = (await store.users_by_id(con, [me]))[me]
+        if row.username == name:
+            raise RpcError(400, "USERNAME_NOT_MODIFIED")
+        owner = await store.username_owner(con, name) if name else None
+        if owner is not None and owner != me:
+            raise RpcError(400, "USERNAME_OCCUPIED")
+        try:
+            await store.set_username(con, me, name)
+        except asyncpg.UniqueViolationError:  # taken between the check and the update
+            raise RpcError(400, "USERNAME_OCCUPIED") from None
+        return (await store.users_by_id(con, [me]))[me]
+
+    return _user(await auth.txn("update_username", txn), me=True)
+
+
+async def check_username(auth: Auth, ctx: rpc.Context, q: api.functions.account.CheckUsername) -> bool:
+    """True when the name is valid and free (or the caller's own); 400 USERNAME_INVALID when it is malformed."""
+    name = _username(q.username)
+
+    async def txn(con: db.Connection) -> bool:
+        me = await _me(con, ctx)
+        return await store.username_owner(con, name) in (None, me)
+
+    return await auth.txn("check_username", txn)
 
 
 async def get_full_user(auth: Auth, ctx: rpc.Context, q: api.functions.users.GetFullUser) -> api.types.users.UserFull:
@@ -352,8 +484,11 @@ METHODS: dict[type[TLFunction[Any]], Callable[[Auth, rpc.Context, Any], Awaitabl
     api.functions.auth.SignIn: sign_in,
     api.functions.auth.SignUp: sign_up,
     api.functions.auth.LogOut: log_out,
+    api.functions.auth.BindTempAuthKey: bind_temp_auth_key,
     api.functions.account.GetAuthorizations: get_authorizations,
     api.functions.account.ResetAuthorization: reset_authorization,
+    api.functions.account.UpdateUsername: update_username,
+    api.functions.account.CheckUsername: check_username,
     api.functions.users.GetUsers: get_users,
     api.functions.users.GetFullUser: get_full_user,
     api.functions.help.GetConfig: get_config,

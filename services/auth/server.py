@@ -16,7 +16,6 @@ bug, logged with its trace id, and answered ``500 INTERNAL``. SIGINT/SIGTERM sto
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import sys
@@ -35,7 +34,7 @@ from mtproto.tl.runtime import INT, VECTOR_HEADER, TLDecodeError, TLFunction, TL
 from services.auth.changes import KeyChanges
 from services.auth.codes import LoginCodes
 from services.auth.handlers import METHODS, Auth
-from services.common import db
+from services.common import db, logs
 from services.common import redis as redis_
 from services.common.config import AuthConfig, ConfigError, DataConfig, auth_config, data_config
 from services.common.http import serve_http
@@ -146,8 +145,7 @@ async def main(config: AuthConfig, data: DataConfig) -> None:
 
 
 def run() -> None:
-    logging.basicConfig(level=os.environ.get("MTLAB_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup("auth")
     try:
         config, data = auth_config(), data_config()
     except ConfigError as exc:

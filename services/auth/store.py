@@ -1,4 +1,4 @@
-"""Every SQL statement of the auth service (tables: services/auth/migrations/001_auth.sql).
+"""Every SQL statement of the auth service (tables: services/auth/migrations/*.sql).
 
 Each function takes a connection that is already inside a named transaction (``services.common.db.run_txn``)
 and does plain SQL on it; the handlers decide which functions make up one transaction. No ORM: what runs is what
@@ -23,7 +23,8 @@ class KeyRow:
     created_at: datetime
     expires_at: datetime | None
     revoked: bool
-    user_id: int | None  # None: not signed in
+    user_id: int | None  # None: not signed in (for a bound temporary key: its permanent key is not)
+    perm_auth_key_id: int | None = None  # a temporary key bound to this permanent key (auth.bindTempAuthKey)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class UserRow:
     first_name: str
     last_name: str
     phone: str
+    username: str | None = None  # public @name (account.updateUsername), unique without regard to case
 
 
 @dataclass(frozen=True)
@@ -56,18 +58,19 @@ class AuthorizationRow:
     active_at: datetime
 
 
-_KEY = "SELECT id, auth_key, handshake_salt, created_at, expires_at, revoked_at, user_id FROM auth_key_records"
-_USER = ("SELECT u.id, u.access_hash, u.first_name, u.last_name, p.phone "
+_KEY = ("SELECT id, auth_key, handshake_salt, created_at, expires_at, revoked_at, user_id, perm_auth_key_id "
+        "FROM auth_key_records")
+_USER = ("SELECT u.id, u.access_hash, u.first_name, u.last_name, p.phone, u.username "
          "FROM users u JOIN phones p ON p.user_id = u.id")
 
 
 def _key(r: Record) -> KeyRow:
     return KeyRow(r["id"], bytes(r["auth_key"]), r["handshake_salt"], r["created_at"], r["expires_at"],
-                  r["revoked_at"] is not None, r["user_id"])
+                  r["revoked_at"] is not None, r["user_id"], r["perm_auth_key_id"])
 
 
 def _user(r: Record) -> UserRow:
-    return UserRow(r["id"], r["access_hash"], r["first_name"], r["last_name"], r["phone"])
+    return UserRow(r["id"], r["access_hash"], r["first_name"], r["last_name"], r["phone"], r["username"])
 
 
 # -- auth keys ----------------------------------------------------------------------------------------------
@@ -91,6 +94,33 @@ async def get_key(con: Connection, key_id: int) -> KeyRow | None:
     return None if row is None else _key(row)
 
 
+@dataclass(frozen=True)
+class Acting:
+    """Which key's authorization a key acts with: its own, or its permanent key's when it is a bound temporary key."""
+
+    key_id: int
+    temporary: bool
+    bound: bool
+
+
+async def acting_key(con: Connection, key_id: int) -> Acting | None:
+    """How ``key_id`` signs in (None: no such key). An unbound temporary key acts as itself, which callers refuse."""
+    row = await con.fetchrow(
+        "SELECT k.expires_at IS NOT NULL AS temporary, b.perm_auth_key_id FROM auth_keys k "
+        "LEFT JOIN auth_key_bindings b ON b.temp_auth_key_id = k.id WHERE k.id = $1", key_id)
+    if row is None:
+        return None
+    perm = row["perm_auth_key_id"]
+    return Acting(int(perm) if perm is not None else key_id, bool(row["temporary"]), perm is not None)
+
+
+async def with_bound_keys(con: Connection, key_ids: list[int]) -> list[int]:
+    """``key_ids`` and the temporary keys bound to them: every key whose record changes with theirs."""
+    bound = await con.fetch(
+        "SELECT temp_auth_key_id FROM auth_key_bindings WHERE perm_auth_key_id = ANY($1::bigint[])", key_ids)
+    return key_ids + [int(r["temp_auth_key_id"]) for r in bound if r["temp_auth_key_id"] not in key_ids]
+
+
 async def signed_in_user(con: Connection, key_id: int) -> tuple[int | None, bool]:
     """(the user ``key_id`` is signed in as or None, whether its authorization was revoked); marks it active.
 
@@ -107,6 +137,41 @@ async def signed_in_user(con: Connection, key_id: int) -> tuple[int | None, bool
         user_id = row["user_id"]
         return user_id, user_id is None and row["revoked_at"] is not None
     return int(user_id), False
+
+
+# -- temporary keys bound to permanent ones (PFS) -------------------------------------------------------------
+
+
+async def lock_keys(con: Connection, key_ids: list[int]) -> None:
+    """Lock the rows of ``key_ids`` until the transaction ends, always in id order (two binders never deadlock):
+    concurrent bindings of the same temporary or permanent key then run one after the other."""
+    await con.execute("SELECT id FROM auth_keys WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", key_ids)
+
+
+async def bound_to(con: Connection, temp_key_id: int) -> int | None:
+    """The permanent key ``temp_key_id`` is bound to, or None."""
+    perm = await con.fetchval("SELECT perm_auth_key_id FROM auth_key_bindings WHERE temp_auth_key_id = $1",
+                              temp_key_id)
+    return None if perm is None else int(perm)
+
+
+async def bind(con: Connection, temp_key_id: int, perm_key_id: int, nonce: int, expires_at: int) -> list[int]:
+    """Bind ``temp_key_id`` to ``perm_key_id`` until ``expires_at`` (unix time) at the latest.
+
+    Returns the temporary keys this unbinds: a permanent key has one temporary key at a time, and a new binding
+    replaces the old one. The temporary key's own expiry moves to ``expires_at`` if that comes first
+    (bind_auth_key_inner's expires_at is "the timestamp to invalidate the temporary key").
+    """
+    replaced = await con.fetch(
+        "DELETE FROM auth_key_bindings WHERE perm_auth_key_id = $2 AND temp_auth_key_id <> $1 "
+        "RETURNING temp_auth_key_id", temp_key_id, perm_key_id)
+    await con.execute(
+        "INSERT INTO auth_key_bindings (temp_auth_key_id, perm_auth_key_id, nonce) VALUES ($1, $2, $3) "
+        "ON CONFLICT (temp_auth_key_id) DO UPDATE SET nonce = excluded.nonce, bound_at = now()",
+        temp_key_id, perm_key_id, nonce)
+    await con.execute("UPDATE auth_keys SET expires_at = least(expires_at, to_timestamp($2)) WHERE id = $1",
+                      temp_key_id, expires_at)
+    return [int(r["temp_auth_key_id"]) for r in replaced]
 
 
 # -- users --------------------------------------------------------------------------------------------------
@@ -172,3 +237,17 @@ async def revoke(con: Connection, user_id: int, hash_: int, *, keep: int) -> int
         return None
     await con.execute("UPDATE auth_keys SET revoked_at = now() WHERE id = $1", key_id)
     return int(key_id)
+
+
+# -- usernames ----------------------------------------------------------------------------------------------
+
+
+async def username_owner(con: Connection, username: str) -> int | None:
+    """Who has ``username`` (compared without regard to case), if anybody."""
+    value = await con.fetchval("SELECT id FROM users WHERE lower(username) = lower($1)", username)
+    return int(value) if value is not None else None
+
+
+async def set_username(con: Connection, user_id: int, username: str | None) -> None:
+    """Raises asyncpg.UniqueViolationError when somebody else took it first."""
+    await con.execute("UPDATE users SET username = $2 WHERE id = $1", user_id, username)

@@ -42,6 +42,9 @@ class GatewayConfig:
     auth_host: str = _knob("", "the auth service's internal RPC address; empty: run alone (keys in memory, "
                                "no sign-in: what the gateway's own tests use)")
     auth_port: int = _knob(4431, "the auth service's internal RPC port")
+    messages_host: str = _knob("", "the message service's internal RPC address; empty: no message service (messages.* "
+                                   "calls get 500 SERVICE_UNAVAILABLE)")
+    messages_port: int = _knob(4432, "the message service's internal RPC port")
     calls_per_connection: int = _knob(64, "RPCs one connection may have waiting on services; beyond, reading pauses")
     rpc_timeout: float = _knob(30.0, "seconds a service may take to answer before the client gets 500 RPC_TIMEOUT")
     key_cache_size: int = _knob(100_000, "auth-key records cached in this process (LRU; kept fresh by keys.watch)")
@@ -80,8 +83,60 @@ class AuthConfig:
     authorization_ttl_days: int = _knob(180, "days an idle authorization lives, as account.getAuthorizations says")
 
 
+@dataclass(frozen=True)
+class ShardConfig:
+    """The sharded chat database (shard_db): how many logical shards, on which Postgres databases.
+
+    These seed the shard map the first time it is created (``mtlab db migrate``, or the first service start);
+    after that the map in the main database is the truth, and ``mtlab shards move`` changes it.
+    """
+
+    logical: int = _knob(64, "logical shards: users and chats are spread over them by id; fixed once the map exists")
+    physical: int = _knob(4, "Postgres databases the logical shards are spread over when MTLAB_SHARD_DSNS is empty "
+                             "(<main database>_shard_<n> on the main server, created when missing)")
+    dsns: str = _knob("", "comma-separated DSNs of the shard databases (one per physical shard); empty: derived")
+    pool_size: int = _knob(5, "Postgres connections one process keeps at most per physical shard")
+
+
+@dataclass(frozen=True)
+class MessagesConfig:
+    """The message service (services/messages)."""
+
+    host: str = _knob("127.0.0.1", "address the internal RPC and metrics listeners bind")
+    rpc_port: int = _knob(4432, "internal RPC port the gateways connect to")
+    metrics_port: int = _knob(9432, "HTTP port of /metrics and /healthz")
+    pool_size: int = _knob(5, "Postgres connections to the main database (users) this process keeps at most")
+    txn_retries: int = _knob(5, "times a transaction is retried whole after a serialization failure or deadlock")
+    max_length: int = _knob(4096, "longest message text, in characters (Telegram's message_length_max)")
+    outbox_interval: float = _knob(1.0, "seconds between sweeps that apply outbox rows a request left behind")
+    outbox_batch: int = _knob(100, "outbox rows one sweep applies per shard")
+    deliver_inline: bool = _knob(True, "deliver to the recipient's shard right after the sender's commit; off: only "
+                                       "the outbox sweeper delivers (what a crash between the two commits leaves)")
+    crash_after_sends: int = _knob(0, "fault injection for labs and tests: the process exits (code 70) right after "
+                                      "the Nth send commits, before delivering it; 0: never")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """How every service process logs (``MTLAB_LOG_*``, shared; ``services/common/logs.py`` applies it)."""
+
+    level: str = _knob("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL: the least severe record written")
+    format: str = _knob("", "json (one object a line) or text; empty: json when stderr is not a terminal "
+                            "(under `mtlab up`, whose logs are files), text on a terminal")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "text")
+
+
 def _convert(name: str, raw: str, kind: Any) -> Any:
     try:
+        if kind in (bool, "bool"):
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
         if kind in (int, "int"):
             return int(raw)
         if kind in (float, "float"):
@@ -130,6 +185,37 @@ def auth_config(env: Mapping[str, str] | None = None) -> AuthConfig:
     if not 4 <= config.code_length <= 9:
         raise ConfigError("MTLAB_AUTH_CODE_LENGTH must be between 4 and 9 digits")
     return config
+
+
+def shard_config(env: Mapping[str, str] | None = None) -> ShardConfig:
+    config: ShardConfig = load(ShardConfig, "SHARD", env)
+    for name in ("logical", "physical", "pool_size"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"MTLAB_SHARD_{name.upper()} must be positive")
+    if config.logical > 32767:
+        raise ConfigError("MTLAB_SHARD_LOGICAL must be at most 32767 (shard numbers are smallint)")
+    return config
+
+
+def messages_config(env: Mapping[str, str] | None = None) -> MessagesConfig:
+    config: MessagesConfig = load(MessagesConfig, "MESSAGES", env)
+    for name in ("pool_size", "max_length", "outbox_interval", "outbox_batch"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"MTLAB_MESSAGES_{name.upper()} must be positive")
+    for name in ("txn_retries", "crash_after_sends"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"MTLAB_MESSAGES_{name.upper()} must not be negative")
+    return config
+
+
+def log_config(env: Mapping[str, str] | None = None) -> LogConfig:
+    config: LogConfig = load(LogConfig, "LOG", env)
+    level, format_ = config.level.upper(), config.format.lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"MTLAB_LOG_LEVEL={config.level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if format_ and format_ not in LOG_FORMATS:
+        raise ConfigError(f"MTLAB_LOG_FORMAT={config.format!r} is not json or text (or empty: chosen by the terminal)")
+    return LogConfig(level=level, format=format_)
 
 
 def data_config(env: Mapping[str, str] | None = None, *, required: bool = True) -> DataConfig:

@@ -322,8 +322,8 @@ class RpcClient:
                 await self._cancel(rid)
 
 
-def context(*, user_id: int | None = None, auth_key_id: int = 0, session_id: int = 0, layer: int = 0,
-            trace_id: int = 0, client: rpc.ClientInfo | None = None) -> rpc.Context:
-    return rpc.Context(user_id=user_id, auth_key_id=auth_key_id, session_id=session_id, layer=layer,
+def context(*, user_id: int | None = None, auth_key_id: int = 0, session_id: int = 0, msg_id: int | None = None,
+            layer: int = 0, trace_id: int = 0, client: rpc.ClientInfo | None = None) -> rpc.Context:
+    return rpc.Context(user_id=user_id, auth_key_id=auth_key_id, session_id=session_id, msg_id=msg_id, layer=layer,
                        trace_id=trace_id, client=client)
 

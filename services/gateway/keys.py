@@ -6,10 +6,11 @@
 - ``KeyStore`` is where auth keys are kept. The handshake stores a key before answering dh_gen_ok, because
   clients reuse a new key on a fresh connection at once.
 - ``AuthServiceKeyStore``: the auth service owns the keys (Postgres); this gateway asks it over internal RPC and
-  keeps an LRU cache of the records (the key and whom it is signed in as), so a request costs no RPC once its
-  key is known. The cache is kept honest by the auth service's ``keys.watch`` stream: each key whose sign-in
-  state changes (sign-in, log-out, revocation, on any gateway) is dropped at once, and while the stream is down
-  nothing is cached at all (every lookup asks the service), because nobody would tell us about a change.
+  keeps an LRU cache of the records (the key, whom it is signed in as, and for a temporary key the permanent key
+  it is bound to), so a request costs no RPC once its key is known. The cache is kept honest by the auth
+  service's ``keys.watch`` stream: each key whose sign-in state changes (sign-in, log-out, revocation, binding,
+  on any gateway; for a permanent key, its bound temporary keys too) is dropped at once, and while the stream is
+  down nothing is cached at all (every lookup asks the service), because nobody would tell us about a change.
 - ``MemoryKeyStore``: a gateway running alone (its own tests, with no auth service configured) keeps keys in
   memory; a restart forgets them and clients redo the handshake (they see -404 for the old key).
 """
@@ -85,6 +86,11 @@ class StoredKey:
     expires_in: int | None
     user_id: int | None = None  # the user the key is signed in as; None before sign-in
     revoked: bool = False  # another device ended this key's authorization: 401 SESSION_REVOKED, not UNREGISTERED
+    perm_auth_key_id: int | None = None  # a temporary key bound to this permanent key (whose user_id it carries)
+
+    @property
+    def temporary(self) -> bool:
+        return self.expires_in is not None
 
 
 class KeyStoreUnavailable(Exception):
@@ -180,7 +186,7 @@ class AuthServiceKeyStore:
     def _stored(record: keys.KeyRecord) -> StoredKey:
         expires_in = record.expires - record.created if record.expires is not None else None
         return StoredKey(AuthKey.from_bytes(record.auth_key), record.handshake_salt, float(record.created),
-                         expires_in, record.user_id, record.revoked)
+                         expires_in, record.user_id, record.revoked, record.perm_auth_key_id)
 
     async def get(self, key_id: bytes) -> StoredKey | None:
         cached = self._cache.get(key_id)

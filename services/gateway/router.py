@@ -8,10 +8,13 @@ which it routes by constructor id without decoding.
 What the gateway answers itself (``answer_at_edge``), in this order:
 1. a query it cannot even name: ``400 INPUT_METHOD_INVALID``;
 2. ping and ping_delay_disconnect inside a wrapper: pong;
-3. a method outside auth./help./langpack. from a key that is not signed in: ``401 AUTH_KEY_UNREGISTERED``, or
+3. anything but auth.bindTempAuthKey, help.getConfig and help.getNearestDc from a temporary key that is not bound
+   to a permanent one: ``401 AUTH_KEY_PERM_EMPTY`` (core.telegram.org/api/pfs);
+4. a method outside auth./help./langpack. from a key that is not signed in: ``401 AUTH_KEY_UNREGISTERED``, or
    ``401 SESSION_REVOKED`` when another device ended its authorization (core.telegram.org/api/auth); when the
-   key's state cannot be known (the auth service is down): ``500 SERVICE_UNAVAILABLE``;
-4. a method no service owns: ``400 INPUT_METHOD_INVALID_<NAME>`` (the hex id for methods outside the schema).
+   key's state cannot be known (the auth service is down): ``500 SERVICE_UNAVAILABLE``. A bound temporary key
+   is signed in exactly when its permanent key is (the key record carries the permanent key's user);
+5. a method no service owns: ``400 INPUT_METHOD_INVALID_<NAME>`` (the hex id for methods outside the schema).
 Everything else goes to its owning service (``SERVICE_BY_NAMESPACE``, ``SERVICE_BY_METHOD``) over internal RPC
 (``forward``), whose answer or rpc_error goes back as it came. When the service cannot be reached the client gets
 ``500 SERVICE_UNAVAILABLE``, and ``500 RPC_TIMEOUT`` when it does not answer within the gateway's timeout: as for
@@ -25,7 +28,7 @@ answer (``services.auth.dc``), so a client can still connect; nobody can sign in
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -107,23 +110,35 @@ def error(code: int, message: str) -> Answer:
 #: needs an authorized key, and that check comes before the method is even looked up.
 NO_AUTH_NAMESPACES = ("auth.", "help.", "langpack.", "ping", "ping_delay_disconnect")
 
-#: Which service owns which methods. updates.getState/getDifference live in the auth service until the updates
-#: service exists (they answer an empty state: there is no update log yet).
-SERVICE_BY_NAMESPACE = {"auth": "auth", "account": "auth", "users": "auth", "help": "auth"}
-SERVICE_BY_METHOD = {"updates.getState": "auth", "updates.getDifference": "auth"}
+#: Which service owns which methods. updates.getState is the message service's (it keeps the update log)
+#: and updates.getDifference the auth service's (an empty difference) until the updates service exists.
+SERVICE_BY_NAMESPACE = {"auth": "auth", "account": "auth", "users": "auth", "help": "auth",
+                        "messages": "messages", "channels": "messages", "contacts": "messages"}
+SERVICE_BY_METHOD = {"updates.getState": "messages", "updates.getDifference": "auth"}
+
+#: Where a method goes when its owner is not part of this stack (a gateway started with the auth service
+#: alone, as some tests do): the service that answered it before its owner existed.
+FALLBACK = {"updates.getState": "auth"}
+
+#: What a temporary key may call before it is bound to a permanent key (core.telegram.org/api/pfs).
+UNBOUND_TEMP_KEY_METHODS = frozenset({"auth.bindTempAuthKey", "help.getConfig", "help.getNearestDc"})
 
 #: Methods that change the calling key's own sign-in state: the gateway drops its cached record when one
 #: answers, so the key's next request sees the change even before keys.watch reports it.
-CHANGES_OWN_KEY = frozenset({"auth.signIn", "auth.signUp", "auth.logOut"})
+CHANGES_OWN_KEY = frozenset({"auth.signIn", "auth.signUp", "auth.logOut", "auth.bindTempAuthKey"})
 
 
 def needs_authorization(name: str) -> bool:
     return not name.startswith(NO_AUTH_NAMESPACES)
 
 
-def service_for(name: str) -> str | None:
+def service_for(name: str, available: Collection[str] | None = None) -> str | None:
+    """The service that answers ``name``; with ``available``, its fallback when the owner is not among them."""
     if name in SERVICE_BY_METHOD:
-        return SERVICE_BY_METHOD[name]
+        owner = SERVICE_BY_METHOD[name]
+        if available is not None and owner not in available and name in FALLBACK:
+            return FALLBACK[name]
+        return owner
     namespace, dot, _ = name.partition(".")
     return SERVICE_BY_NAMESPACE.get(namespace) if dot else None
 
@@ -139,6 +154,7 @@ class KeyState:
     known: bool = True  # False: the auth service could not be asked (the record may be stale)
     user_id: int | None = None
     revoked: bool = False
+    unbound_temporary: bool = False  # a temporary key not (yet) bound to a permanent one
 
 
 def answer_at_edge(query: bytes, msg_id: int, key: KeyState, *, routed: bool, dc_id: int, port: int,
@@ -159,6 +175,8 @@ def answer_at_edge(query: bytes, msg_id: int, key: KeyState, *, routed: bool, dc
             return error(400, "INPUT_METHOD_INVALID")
         if isinstance(ping, (mt.functions.Ping, mt.functions.PingDelayDisconnect)):
             return Answer(mt.types.Pong(msg_id=msg_id, ping_id=ping.ping_id).to_bytes())
+    if key.unbound_temporary and name not in UNBOUND_TEMP_KEY_METHODS:
+        return error(401, "AUTH_KEY_PERM_EMPTY")
     if needs_authorization(name):
         if not key.known:
             return error(500, "SERVICE_UNAVAILABLE")

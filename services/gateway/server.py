@@ -469,7 +469,8 @@ class Connection:
                 system_version=str(app["system_version"]), app_version=str(app["app_version"]),
                 lang_code=str(app["lang_code"]), ip=self.peer)
         name = router.method_name(query)
-        state = router.KeyState(known, stored.user_id, stored.revoked)
+        state = router.KeyState(known, stored.user_id, stored.revoked,
+                                unbound_temporary=stored.temporary and stored.perm_auth_key_id is None)
         answer = router.answer_at_edge(query, call.msg_id, state, routed=self.gateway.routes.routed,
                                        dc_id=self.config.dc_id, port=self.gateway.port, now=int(time.time()))
         if answer is not None:
@@ -478,9 +479,9 @@ class Connection:
                 metrics.RPC_ERRORS.labels("gateway", router.error_label(answer.error_message)).inc()
             metrics.RPC_SECONDS.labels(name, "gateway").observe(time.perf_counter() - started)
             return
-        service = router.service_for(name) or ""
+        service = router.service_for(name, self.gateway.routes.services) or ""
         ctx = rpc.Context(user_id=stored.user_id, auth_key_id=key_id_int(stored.key.id),
-                          session_id=session.session_id, layer=self.layer,
+                          session_id=session.session_id, msg_id=call.msg_id, layer=self.layer,
                           trace_id=int.from_bytes(os.urandom(8), "little") >> 1, client=self.client_info)
         await self._slots.acquire()  # at the limit, this connection's reader waits for an answer first
         if self._calls is None:  # run() opened the nursery before reading: only a bug gets here
@@ -559,9 +560,14 @@ async def main(config: GatewayConfig) -> None:
         await _run(config, Gateway.from_config(config))
         return
     # RpcClient is anyio: it runs on trio here, and keeps reconnecting while the service is away.
-    async with RpcClient("auth", config.auth_host, config.auth_port) as auth:
+    async with contextlib.AsyncExitStack() as stack:
+        auth = await stack.enter_async_context(RpcClient("auth", config.auth_host, config.auth_port))
+        services = {"auth": auth}
+        if config.messages_host:
+            services["messages"] = await stack.enter_async_context(
+                RpcClient("messages", config.messages_host, config.messages_port))
         keys = AuthServiceKeyStore(auth, size=config.key_cache_size)
-        gateway = Gateway.from_config(config, keys, router.Router({"auth": auth}, timeout=config.rpc_timeout))
+        gateway = Gateway.from_config(config, keys, router.Router(services, timeout=config.rpc_timeout))
         await _run(config, gateway, keys)
 
 
@@ -573,7 +579,8 @@ async def _run(config: GatewayConfig, gateway: Gateway, keys: AuthServiceKeyStor
             port = await nursery.start(gateway.serve)
             # /healthz only once the MTProto port is bound, and unhealthy from the moment shutdown begins.
             nursery.start_soon(serve_http, config.host, config.metrics_port, gateway.accepting)
-            services = f", auth service at {config.auth_host}:{config.auth_port}" if keys is not None else ""
+            services = "".join(f", {name} service at {client.host}:{client.port}"
+                               for name, client in gateway.routes.services.items())
             print(f"mtlab gateway: MTProto on {config.host}:{port} (dc {config.dc_id}), "
                   f"WebSocket on ws://{config.host}:{gateway.ws_port}/ (obfuscated only), "
                   f"metrics on http://{config.host}:{config.metrics_port}/metrics{services}", flush=True)
@@ -590,6 +597,7 @@ async def _run(config: GatewayConfig, gateway: Gateway, keys: AuthServiceKeyStor
 
 
 def run() -> None:
-    logging.basicConfig(level=os.environ.get("MTLAB_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from services.common import logs
+
+    logs.setup("gateway")
     trio.run(main, gateway_config())

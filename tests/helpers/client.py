@@ -18,6 +18,8 @@ ENV = {"MTLAB_GATEWAY_HANDSHAKES_PER_IP": "100000", "MTLAB_GATEWAY_SHUTDOWN_GRAC
 #: every transport, plain and obfuscated (the full framing has no obfuscated form)
 COMBINATIONS = [(k, False) for k in TransportKind] + [(k, True) for k in TransportKind if k is not TransportKind.FULL]
 COMBINATION_IDS = [f"{k.value}{'+obfuscated' if o else ''}" for k, o in COMBINATIONS]
+#: what MTProto over WebSocket carries: the obfuscated transports
+WEBSOCKET_KINDS = [k for k in TransportKind if k is not TransportKind.FULL]
 
 
 def start_gateway(tmp: Path, **env: str) -> Any:
@@ -54,7 +56,7 @@ def public_pem(gw: Any) -> str:
 
 def client_config(gw: Any, kind: TransportKind = TransportKind.INTERMEDIATE, obfuscated: bool = False,
                   **overrides: Any) -> ClientConfig:
-    settings: dict[str, Any] = {"server_keys": public_pem(gw), "port": gw.port, **overrides}
+    settings: dict[str, Any] = {"server_keys": public_pem(gw), "port": gw.port, "ws_port": gw.ws_port, **overrides}
     return ClientConfig(transport=kind, obfuscated=obfuscated, **settings)
 
 

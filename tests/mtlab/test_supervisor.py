@@ -85,10 +85,18 @@ def test_detached_up_reports_every_endpoint_healthy(stack: Stack) -> None:
         assert by_name[name]["managed"] and by_name[name]["started_by_supervisor"]
         assert not closed(int(by_name[name]["address"].rsplit(":", 1)[1]))
 
+    ws_port = gateway["ports"]["ws_port"]  # MTLAB_GATEWAY_WS_PORT=0 here: the supervisor picked a free port
+    assert gateway["addresses"] == [
+        {"address": f"127.0.0.1:{stack.port}", "protocol": "MTProto", "knob": "port"},
+        {"address": f"127.0.0.1:{ws_port}", "protocol": "MTProto over WebSocket", "knob": "ws_port"},
+    ]
+    assert not closed(ws_port)
+
     human = stack.mtlab("status")
     assert human.returncode == 0
     assert re.search(rf"gateway\s+127\.0\.0\.1:{stack.port} \(MTProto\)\s+http://127\.0\.0\.1:{stack.metrics_port}"
-                     rf"/metrics\s+{gateway['pid']}\s+healthy", human.stdout), human.stdout
+                     rf"/metrics\s+{gateway['pid']}\s+healthy\n\s+127\.0\.0\.1:{ws_port} \(MTProto over WebSocket\)\n",
+                     human.stdout), human.stdout
     assert "all healthy" in human.stdout
 
 

@@ -12,7 +12,15 @@ import pytest
 
 from mtlab.client import Client, ClientConfig, ConnectionLost, RpcError, TransportKind
 from mtproto.tl import api, mt
-from tests.helpers.client import COMBINATION_IDS, COMBINATIONS, client_config, freeze, handshakes, thaw
+from tests.helpers.client import (
+    COMBINATION_IDS,
+    COMBINATIONS,
+    WEBSOCKET_KINDS,
+    client_config,
+    freeze,
+    handshakes,
+    thaw,
+)
 from tests.helpers.gateway import free_port
 
 pytestmark = pytest.mark.anyio
@@ -112,6 +120,37 @@ async def test_a_cancelled_invoke_leaves_the_client_usable(gateway: Any, kind: T
             assert (await client.invoke(mt.functions.Ping(ping_id=2))).ping_id == 2
             assert (await client.invoke(api.functions.help.GetConfig())).this_dc == 2
             assert client.in_flight == 0
+
+
+@pytest.mark.parametrize("kind", WEBSOCKET_KINDS, ids=[k.value for k in WEBSOCKET_KINDS])
+async def test_over_websocket(gateway: Any, kind: TransportKind) -> None:
+    label = f"{kind.value}+obfuscated+ws"  # the gateway counts connections by transport and carrier
+    before = gateway.metric("mtlab_gateway_connections_total", transport=label)
+    with anyio.fail_after(20):
+        async with Client(client_config(gateway, kind, True, websocket=True)) as client:
+            assert client.server_config is not None and client.server_config.this_dc == 2
+            results: dict[int, object] = {}
+
+            async def call(i: int) -> None:
+                results[i] = (await client.invoke(mt.functions.Ping(ping_id=i))).ping_id
+
+            async with anyio.create_task_group() as tg:  # concurrent calls share one WebSocket
+                for i in range(20):
+                    tg.start_soon(call, i)
+            assert results == {i: i for i in range(20)}
+            with pytest.raises(RpcError, match="AUTH_KEY_UNREGISTERED"):
+                await client.invoke(api.functions.updates.GetState())
+    assert gateway.metric("mtlab_gateway_connections_total", transport=label) == before + 1
+
+
+async def test_a_refused_websocket_upgrade_says_so(gateway: Any) -> None:
+    # the metrics port speaks HTTP but serves no WebSocket: its 404 is what the client reports
+    config = client_config(gateway, TransportKind.INTERMEDIATE, True, websocket=True, ws_port=gateway.metrics_port)
+    with anyio.fail_after(10), pytest.raises(ConnectionLost, match=r"refused the WebSocket upgrade \(HTTP 404\)"):
+        async with Client(config):
+            pass
+    with pytest.raises(ValueError, match="must be obfuscated"):
+        client_config(gateway, websocket=True)
 
 
 async def test_an_error_in_the_body_is_raised_as_it_is(gateway: Any) -> None:

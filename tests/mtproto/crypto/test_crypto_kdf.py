@@ -13,8 +13,10 @@ from mtproto.crypto.kdf import (
     auth_key_aux_hash,
     auth_key_id,
     message_key_iv,
+    message_key_iv_v1,
     msg_key,
     msg_key_large,
+    msg_key_v1,
     new_nonce_hash,
     quick_ack_token,
     server_salt,
@@ -119,3 +121,50 @@ def test_other_length_checks() -> None:
         server_salt(v.NEW_NONCE, v.SERVER_NONCE + b"\0")
     with pytest.raises(LocalProtocolError):
         quick_ack_token(bytes(16))
+
+
+# -- MTProto 1.0, kept for auth.bindTempAuthKey's binding message only -----------------------------------------
+
+
+def substr(s: bytes, start: int, length: int) -> bytes:
+    """The spec's own notation: ``substr(s, start, length)``."""
+    return s[start : start + length]
+
+
+@given(auth_key=auth_keys, key=st.binary(min_size=16, max_size=16), from_client=st.booleans())
+def test_message_key_iv_v1_follows_the_spec(auth_key: bytes, key: bytes, from_client: bool) -> None:
+    # Transcribed from core.telegram.org/mtproto/description_v1, "Defining AES Key and Initialization Vector",
+    # in its substr() notation (the same formulas tdlib's KDF and MadelineProto's oldAesCalculate implement).
+    x = 0 if from_client else 8
+
+    def sha1(s: bytes) -> bytes:
+        return hashlib.sha1(s).digest()
+
+    sha1_a = sha1(key + substr(auth_key, x, 32))
+    sha1_b = sha1(substr(auth_key, 32 + x, 16) + key + substr(auth_key, 48 + x, 16))
+    sha1_c = sha1(substr(auth_key, 64 + x, 32) + key)
+    sha1_d = sha1(key + substr(auth_key, 96 + x, 32))
+    aes_key = substr(sha1_a, 0, 8) + substr(sha1_b, 8, 12) + substr(sha1_c, 4, 12)
+    aes_iv = substr(sha1_a, 8, 12) + substr(sha1_b, 0, 8) + substr(sha1_c, 16, 4) + substr(sha1_d, 0, 8)
+    assert message_key_iv_v1(auth_key, key, from_client=from_client) == (aes_key, aes_iv)
+    assert len(aes_key) == len(aes_iv) == 32
+
+
+@given(plaintext=st.binary(max_size=200))
+def test_msg_key_v1_is_the_low_128_bits_of_sha1(plaintext: bytes) -> None:
+    # "the lower 128 bits of the SHA1 hash of the message", i.e. the last 16 of the digest's 20 bytes
+    assert msg_key_v1(plaintext) == hashlib.sha1(plaintext).digest()[-16:]
+
+
+def test_message_key_iv_v1_differs_by_direction_and_from_2_0() -> None:
+    key = bytes(range(16))
+    client = message_key_iv_v1(v.AUTH_KEY, key, from_client=True)
+    assert client != message_key_iv_v1(v.AUTH_KEY, key, from_client=False)
+    assert client != message_key_iv(v.AUTH_KEY, key, from_client=True)
+
+
+def test_message_key_iv_v1_checks_its_inputs() -> None:
+    with pytest.raises(LocalProtocolError):
+        message_key_iv_v1(bytes(255), bytes(16), from_client=True)
+    with pytest.raises(LocalProtocolError):
+        message_key_iv_v1(v.AUTH_KEY, bytes(15), from_client=True)

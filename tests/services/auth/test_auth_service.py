@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -17,7 +19,9 @@ import anyio
 import pytest
 import redis as redis_sync
 
+from mtproto import pfs
 from mtproto.crypto import kdf
+from mtproto.session import AuthKey
 from mtproto.tl import api
 from mtproto.tl.internal.functions import keys as keys_fn
 from mtproto.tl.internal.types import keys, rpc
@@ -50,18 +54,18 @@ class Device:
         self.info = rpc.ClientInfo(api_id=7, device_model=model, system_version="test 1", app_version="0.1",
                                    lang_code="en", ip=ip)
 
-    async def call(self, query: TLFunction[Any]) -> Any:
-        ctx = context(auth_key_id=self.key_id, session_id=1, layer=229, trace_id=random.getrandbits(62),
-                      client=self.info)
+    async def call(self, query: TLFunction[Any], *, msg_id: int | None = None) -> Any:
+        ctx = context(auth_key_id=self.key_id, session_id=1, msg_id=msg_id, layer=229,
+                      trace_id=random.getrandbits(62), client=self.info)
         return query.read_result(Reader(await self.client.call(query.to_bytes(), ctx)))
 
-    async def error(self, query: TLFunction[Any]) -> tuple[int, str]:
+    async def error(self, query: TLFunction[Any], *, msg_id: int | None = None) -> tuple[int, str]:
         with pytest.raises(RpcError) as caught:
-            await self.call(query)
+            await self.call(query, msg_id=msg_id)
         return caught.value.code, caught.value.message
 
-    async def store(self) -> keys.KeyRecord:
-        record = await self.call(keys_fn.Store(auth_key=self.auth_key, handshake_salt=1234))
+    async def store(self, expires_in: int | None = None) -> keys.KeyRecord:
+        record = await self.call(keys_fn.Store(auth_key=self.auth_key, handshake_salt=1234, expires_in=expires_in))
         assert isinstance(record, keys.KeyRecord)
         return record
 
@@ -244,6 +248,97 @@ async def test_log_out(client: RpcClient) -> None:
     assert await device.error(api.functions.auth.LogOut()) == (401, "AUTH_KEY_UNREGISTERED")
 
 
+# -- temporary keys bound to permanent ones (PFS) ------------------------------------------------------------
+
+
+@asynccontextmanager
+async def watching(stack: Any) -> AsyncIterator[Callable[[], Awaitable[object]]]:
+    """A keys.watch subscriber, as a gateway keeps one; yields "the next change"."""
+    async with RpcClient("auth", "127.0.0.1", stack.auth.rpc_port) as watcher:
+        with anyio.fail_after(10):
+            await watcher.wait_connected()
+        items = watcher.stream(keys_fn.Watch().to_bytes(), context())
+
+        async def next_change() -> object:
+            with anyio.fail_after(5):
+                return Reader(await anext(items)).read_object()
+
+        assert await next_change() == keys.Resync()
+        try:
+            yield next_change
+        finally:
+            await items.aclose()
+
+
+def binding(perm: Device, temp: Device, msg_id: int, expires_at: int) -> api.functions.auth.BindTempAuthKey:
+    return pfs.bind_query(AuthKey.from_bytes(perm.auth_key), temp_auth_key_id=temp.key_id, temp_session_id=1,
+                          expires_at=expires_at, msg_id=msg_id, randbytes=os.urandom)
+
+
+async def test_a_bound_temporary_key_acts_as_its_permanent_key(stack: Any, client: RpcClient) -> None:
+    perm, temp = Device(client, ip(), "perm"), Device(client, ip(), "temp")
+    await perm.store()
+    await temp.store(expires_in=3600)
+    assert await temp.error(api.functions.updates.GetState()) == (401, "AUTH_KEY_PERM_EMPTY")  # not bound yet
+    number, code = a_test_number()
+    me = (await sign_up(perm, number, code)).user
+    expires_at, msg_id = int(time.time()) + 600, random.getrandbits(62) << 2
+
+    async with watching(stack) as next_change:
+        # a gateway that does not say which message carried the call cannot have the binding checked
+        assert await temp.error(binding(perm, temp, msg_id, expires_at)) == (400, "ENCRYPTED_MESSAGE_INVALID")
+        assert await temp.call(binding(perm, temp, msg_id, expires_at), msg_id=msg_id) is True
+        assert await next_change() == keys.Changed(key_ids=[temp.key_id])
+        record = await temp.record()
+        assert isinstance(record, keys.KeyRecord)
+        assert (record.user_id, record.perm_auth_key_id, record.expires) == (me.id, perm.key_id, expires_at)
+        # one authorization, the permanent key's, and it is "this session" for the temporary key
+        [listed] = (await temp.call(api.functions.account.GetAuthorizations())).authorizations
+        assert (listed.current, listed.device_model) == (True, "perm")
+
+        assert isinstance(await perm.call(api.functions.auth.LogOut()), api.types.auth.LoggedOut)
+        assert await next_change() == keys.Changed(key_ids=[perm.key_id, temp.key_id])  # both records changed
+        assert await temp.error(api.functions.updates.GetState()) == (401, "AUTH_KEY_UNREGISTERED")
+
+        # signing in through the temporary key signs the permanent key in (the authorization is the permanent key's)
+        await sign_in(temp, number, code)
+        assert await next_change() == keys.Changed(key_ids=[perm.key_id, temp.key_id])
+        record = await perm.record()
+        assert isinstance(record, keys.KeyRecord) and record.user_id == me.id
+        assert isinstance(await temp.call(api.functions.auth.LogOut()), api.types.auth.LoggedOut)
+        assert await next_change() == keys.Changed(key_ids=[perm.key_id, temp.key_id])
+        assert await perm.error(api.functions.updates.GetState()) == (401, "AUTH_KEY_UNREGISTERED")
+
+
+async def test_bindings_that_are_refused(stack: Any, client: RpcClient) -> None:
+    perm, other, temp, temp2 = (Device(client, ip()) for _ in range(4))
+    await perm.store()
+    await other.store()
+    await temp.store(expires_in=3600)
+    await temp2.store(expires_in=3600)
+    later = int(time.time()) + 600
+
+    async def bind(device: Device, query: api.functions.auth.BindTempAuthKey, msg_id: int) -> Any:
+        try:
+            return await device.call(query, msg_id=msg_id)
+        except RpcError as exc:
+            return exc.message
+
+    assert await bind(perm, binding(other, perm, 4, later), 4) == "TEMP_AUTH_KEY_EMPTY"  # over a permanent key
+    assert await bind(temp, binding(temp2, temp, 4, later), 4) == "ENCRYPTED_MESSAGE_INVALID"  # "permanent" is temp
+    assert await bind(temp, binding(perm, temp, 4, int(time.time()) - 1), 4) == "EXPIRES_AT_INVALID"
+    assert await bind(temp, binding(perm, temp, 4, later), 4) is True
+    assert await bind(temp, binding(perm, temp, 8, later), 8) is True  # the same pair again: the answer was lost
+    assert await bind(temp, binding(other, temp, 12, later), 12) == "TEMP_AUTH_KEY_ALREADY_BOUND"
+    # a permanent key has one temporary key at a time: binding temp2 unbinds temp
+    async with watching(stack) as next_change:
+        assert await bind(temp2, binding(perm, temp2, 16, later), 16) is True
+        assert await next_change() == keys.Changed(key_ids=[temp2.key_id, temp.key_id])
+    record = await temp.record()
+    assert isinstance(record, keys.KeyRecord) and record.perm_auth_key_id is None
+    assert await temp.error(api.functions.updates.GetState()) == (401, "AUTH_KEY_PERM_EMPTY")
+
+
 # -- codes: wrong, expired, replaced, exhausted; flood limits -----------------------------------------------
 
 
@@ -411,3 +506,29 @@ def test_postgres_or_redis_down_fails_requests_cleanly_and_health_says_so(tmp_pa
         auth.stop()
         pg.cut()
         cache.cut()
+
+
+# -- usernames ------------------------------------------------------------------------------------------------
+
+
+async def test_usernames_are_unique_without_regard_to_case(client: RpcClient) -> None:
+    ada, bob = Device(client, ip()), Device(client, ip())
+    await ada.store()
+    await bob.store()
+    await sign_up(ada, *a_test_number())
+    await sign_up(bob, *a_test_number(), first_name="Bob")
+    name = f"ada_{random.randrange(10**6)}"
+    assert await ada.call(api.functions.account.CheckUsername(username=name)) is True
+    me = await ada.call(api.functions.account.UpdateUsername(username=name))
+    assert (me.username, me.self) == (name, True)
+    assert await bob.call(api.functions.account.CheckUsername(username=name.upper())) is False
+    assert await bob.error(api.functions.account.UpdateUsername(username=name.upper())) == (400, "USERNAME_OCCUPIED")
+    assert await ada.error(api.functions.account.UpdateUsername(username=name)) == (400, "USERNAME_NOT_MODIFIED")
+    for bad in ("ab", "1abcde", "abc__de", "abcde_", "a" * 33, "ab cd e"):
+        assert await bob.error(api.functions.account.CheckUsername(username=bad)) == (400, "USERNAME_INVALID")
+    [seen] = await bob.call(api.functions.users.GetUsers(id=[api.types.InputUser(user_id=me.id,
+                                                                                access_hash=me.access_hash)]))
+    assert seen.username == name
+    cleared = await ada.call(api.functions.account.UpdateUsername(username=""))
+    assert cleared.username is None
+    assert await bob.call(api.functions.account.UpdateUsername(username=name.upper())) is not None  # free again

@@ -26,11 +26,18 @@ def err(answer: Answer | None) -> tuple[int, str] | None:
 @pytest.mark.parametrize(
     ("name", "service"),
     [("auth.sendCode", "auth"), ("account.resetAuthorization", "auth"), ("users.getFullUser", "auth"),
-     ("help.getConfig", "auth"), ("updates.getState", "auth"), ("updates.getDifference", "auth"),
-     ("updates.getChannelDifference", None), ("messages.sendMessage", None), ("ping", None), ("0x12345678", None)],
+     ("help.getConfig", "auth"), ("updates.getState", "messages"), ("updates.getDifference", "auth"),
+     ("updates.getChannelDifference", None), ("messages.sendMessage", "messages"), ("channels.joinChannel", "messages"),
+     ("contacts.importContacts", "messages"), ("ping", None), ("0x12345678", None)],
 )
 def test_methods_route_by_namespace_with_exceptions_by_name(name: str, service: str | None) -> None:
     assert router.service_for(name) == service
+
+
+def test_a_method_falls_back_while_its_owner_is_not_in_the_stack() -> None:
+    assert router.service_for("updates.getState", {"auth", "messages"}) == "messages"
+    assert router.service_for("updates.getState", {"auth"}) == "auth"  # a gateway started with auth alone
+    assert router.service_for("messages.sendMessage", {"auth"}) == "messages"  # no fallback: 500 at forward
 
 
 def test_a_ping_is_answered_at_the_edge_even_before_sign_in() -> None:
@@ -50,6 +57,22 @@ def test_methods_that_need_a_signed_in_key_are_refused_before_routing() -> None:
     for key in (ANONYMOUS, REVOKED, UNKNOWN):
         assert edge(send_code.to_bytes(), key) is None
         assert edge(api.functions.help.GetConfig().to_bytes(), key) is None
+
+
+def test_an_unbound_temporary_key_may_only_bind_and_fetch_the_config() -> None:
+    # core.telegram.org/api/pfs: "An unbound temp_auth_key_id may only be used with" these three methods.
+    unbound = KeyState(unbound_temporary=True)
+    bind = api.functions.auth.BindTempAuthKey(perm_auth_key_id=1, nonce=2, expires_at=3, encrypted_message=b"")
+    assert edge(bind.to_bytes(), unbound) is None  # -> the auth service, which checks the binding
+    assert edge(api.functions.help.GetConfig().to_bytes(), unbound) is None
+    assert edge(mt.functions.Ping(ping_id=1).to_bytes(), unbound) is not None  # pong: a session-level message
+    send_code = api.functions.auth.SendCode(phone_number="1", api_id=1, api_hash="", settings=api.types.CodeSettings())
+    me = api.functions.users.GetUsers(id=[api.types.InputUserSelf()]).to_bytes()
+    for query in (send_code.to_bytes(), me, api.functions.auth.LogOut().to_bytes()):
+        assert err(edge(query, unbound)) == (401, "AUTH_KEY_PERM_EMPTY")
+    # once bound, a temporary key is whatever its permanent key is: here, signed in
+    assert edge(me, KeyState(user_id=42)) is None
+    assert "auth.bindTempAuthKey" in router.CHANGES_OWN_KEY  # its own record changes: the cached copy is dropped
 
 
 def test_unknown_methods_name_themselves_and_come_after_the_401() -> None:

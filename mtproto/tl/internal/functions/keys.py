@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from mtproto.tl.internal.types.keys import TypeChange, TypeKeyRecord
 
 _T_KEYS_CHANGE: TypeRef[TypeChange] = TypeRef("keys.Change", 0x28baf63d, 0x3af42232)
-_T_KEYS_KEYRECORD: TypeRef[TypeKeyRecord] = TypeRef("keys.KeyRecord", 0xc712fe6c, 0xe3cace74)
+_T_KEYS_KEYRECORD: TypeRef[TypeKeyRecord] = TypeRef("keys.KeyRecord", 0x7a89dbce, 0xe3cace74)
 
 
 @dataclass(slots=True, kw_only=True)

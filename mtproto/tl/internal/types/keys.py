@@ -14,10 +14,10 @@ from mtproto.tl.runtime import INT, LONG, UINT, VECTOR_HEADER, Reader, TLObject,
 class KeyRecord(TLObject):
     """
     ``keys.keyRecord flags:# revoked:flags.2?true auth_key_id:long auth_key:bytes handshake_salt:long created:int
-    expires:flags.0?int user_id:flags.1?long = keys.KeyRecord;``
+    expires:flags.0?int user_id:flags.1?long perm_auth_key_id:flags.3?long = keys.KeyRecord;``
     """
 
-    CONSTRUCTOR_ID: ClassVar[int] = 0xc712fe6c
+    CONSTRUCTOR_ID: ClassVar[int] = 0x7a89dbce
     TL_NAME: ClassVar[str] = "keys.keyRecord"
 
     auth_key_id: int
@@ -27,12 +27,14 @@ class KeyRecord(TLObject):
     revoked: bool = False
     expires: int | None = None
     user_id: int | None = None
+    perm_auth_key_id: int | None = None
 
     def _write_bare(self, out: bytearray) -> None:
         flags = (
             (4 if self.revoked else 0)
             | (1 if self.expires is not None else 0)
             | (2 if self.user_id is not None else 0)
+            | (8 if self.perm_auth_key_id is not None else 0)
         )
         out += UINT.pack(flags)
         out += LONG.pack(self.auth_key_id)
@@ -43,6 +45,8 @@ class KeyRecord(TLObject):
             out += INT.pack(self.expires)
         if self.user_id is not None:
             out += LONG.pack(self.user_id)
+        if self.perm_auth_key_id is not None:
+            out += LONG.pack(self.perm_auth_key_id)
 
     @classmethod
     def _read_bare(cls, r: Reader) -> KeyRecord:
@@ -54,6 +58,7 @@ class KeyRecord(TLObject):
         _created = r.read_int()
         _expires = r.read_int() if flags & 1 else None
         _user_id = r.read_long() if flags & 2 else None
+        _perm_auth_key_id = r.read_long() if flags & 8 else None
         return cls(
             revoked=_revoked,
             auth_key_id=_auth_key_id,
@@ -62,6 +67,7 @@ class KeyRecord(TLObject):
             created=_created,
             expires=_expires,
             user_id=_user_id,
+            perm_auth_key_id=_perm_auth_key_id,
         )
 
 

@@ -10,7 +10,7 @@ from typing import ClassVar, TypeAlias
 from mtproto.tl.runtime import INT, LONG, UINT, Reader, TLObject, TypeRef, register, write_bytes, write_string
 
 _T_RPC_CLIENTINFO: TypeRef[TypeClientInfo] = TypeRef("rpc.ClientInfo", 0x65a1dd72)
-_T_RPC_CONTEXT: TypeRef[TypeContext] = TypeRef("rpc.Context", 0x6a177f87)
+_T_RPC_CONTEXT: TypeRef[TypeContext] = TypeRef("rpc.Context", 0xc08d5da8)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -59,11 +59,11 @@ class ClientInfo(TLObject):
 @dataclass(slots=True, kw_only=True)
 class Context(TLObject):
     """
-    ``rpc.context flags:# user_id:flags.0?long auth_key_id:long session_id:long layer:int trace_id:long
-    client:flags.1?rpc.ClientInfo = rpc.Context;``
+    ``rpc.context flags:# user_id:flags.0?long auth_key_id:long session_id:long msg_id:flags.2?long layer:int
+    trace_id:long client:flags.1?rpc.ClientInfo = rpc.Context;``
     """
 
-    CONSTRUCTOR_ID: ClassVar[int] = 0x6a177f87
+    CONSTRUCTOR_ID: ClassVar[int] = 0xc08d5da8
     TL_NAME: ClassVar[str] = "rpc.context"
 
     auth_key_id: int
@@ -71,15 +71,22 @@ class Context(TLObject):
     layer: int
     trace_id: int
     user_id: int | None = None
+    msg_id: int | None = None
     client: TypeClientInfo | None = None
 
     def _write_bare(self, out: bytearray) -> None:
-        flags = (1 if self.user_id is not None else 0) | (2 if self.client is not None else 0)
+        flags = (
+            (1 if self.user_id is not None else 0)
+            | (4 if self.msg_id is not None else 0)
+            | (2 if self.client is not None else 0)
+        )
         out += UINT.pack(flags)
         if self.user_id is not None:
             out += LONG.pack(self.user_id)
         out += LONG.pack(self.auth_key_id)
         out += LONG.pack(self.session_id)
+        if self.msg_id is not None:
+            out += LONG.pack(self.msg_id)
         out += INT.pack(self.layer)
         out += LONG.pack(self.trace_id)
         if self.client is not None:
@@ -91,6 +98,7 @@ class Context(TLObject):
         _user_id = r.read_long() if flags & 1 else None
         _auth_key_id = r.read_long()
         _session_id = r.read_long()
+        _msg_id = r.read_long() if flags & 4 else None
         _layer = r.read_int()
         _trace_id = r.read_long()
         _client = r.read_boxed(_T_RPC_CLIENTINFO) if flags & 2 else None
@@ -98,6 +106,7 @@ class Context(TLObject):
             user_id=_user_id,
             auth_key_id=_auth_key_id,
             session_id=_session_id,
+            msg_id=_msg_id,
             layer=_layer,
             trace_id=_trace_id,
             client=_client,
