@@ -68,7 +68,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mtlab import servers
 from mtlab.servers import ServerInfo
-from services.common.config import AuthConfig, GatewayConfig, load
+from services.common.config import AuthConfig, GatewayConfig, MessagesConfig, load
 
 STATE_FILE = "supervisor.json"
 LOCK_FILE = "supervisor.lock"
@@ -200,16 +200,27 @@ SERVICES: tuple[Service, ...] = (
         env=lambda stack: {"MTLAB_AUTH_DC_HOST": stack["gateway"].host,
                            "MTLAB_AUTH_DC_PORT": str(stack["gateway"].ports["port"])},
     ),
+    # messages before the gateway, which routes messages.*, channels.* and contacts.* to it. Its first start
+    # creates and migrates the shard databases.
+    Service(
+        name="messages", module="services.messages", prefix="MESSAGES", config=MessagesConfig,
+        ports=(Port("rpc_port", "internal RPC (the gateways connect here)"),
+               Port("metrics_port", "HTTP /metrics and /healthz")),
+        protocol="internal RPC", address_port="rpc_port",
+    ),
     Service(
         name="gateway", module="services.gateway", prefix="GATEWAY", config=GatewayConfig,
         ports=(Port("port", "MTProto TCP port, every transport"),
-               Port("ws_port", "MTProto over WebSocket (obfuscated transports, subprotocol binary)"),
+               Port("ws_port", "MTProto over WebSocket (obfuscated transports, subprotocol binary)",
+                    protocol="MTProto over WebSocket"),
                Port("metrics_port", "HTTP /metrics and /healthz")),
         protocol="MTProto", prepare=_gateway_prepare, check=_gateway_check,
         env=lambda stack: {"MTLAB_GATEWAY_AUTH_HOST": stack["auth"].host,
-                           "MTLAB_GATEWAY_AUTH_PORT": str(stack["auth"].ports["rpc_port"])},
+                           "MTLAB_GATEWAY_AUTH_PORT": str(stack["auth"].ports["rpc_port"]),
+                           "MTLAB_GATEWAY_MESSAGES_HOST": stack["messages"].host,
+                           "MTLAB_GATEWAY_MESSAGES_PORT": str(stack["messages"].ports["rpc_port"])},
     ),
-    # Next: messages, media, updates, one entry each.
+    # Next: media and updates, one entry each.
 )
 
 

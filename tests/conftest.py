@@ -82,9 +82,19 @@ class Databases:
         return _with_path(self.server.dsn, f"/{name}")
 
     def drop_all(self) -> None:
-        for name in self.made:
-            asyncio.run(_admin(self.server.dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        """Drop every database made here, and the shard databases shard_db derived from them (<name>_shard_<n>)."""
+        asyncio.run(self._drop(list(self.made)))
         self.made.clear()
+
+    async def _drop(self, names: list[str]) -> None:
+        con = await asyncpg.connect(self.server.dsn)
+        try:
+            existing = {r["datname"] for r in await con.fetch("SELECT datname FROM pg_database")}
+            for name in sorted(existing):
+                if name in names or any(name.startswith(f"{made}_shard_") for made in names):
+                    await con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await con.close()
 
 
 @pytest.fixture(scope="session")

@@ -126,3 +126,37 @@ def test_a_deadlock_is_retried_whole(database: str) -> None:
             await pool.close()
 
     asyncio.run(scenario())
+
+
+def test_a_pool_without_reset_never_hands_out_a_connection_inside_a_transaction(database: str) -> None:
+    """reset=False skips asyncpg's reset on release; a failed prelude, a failed body and a cancelled body must each
+    still leave the single pooled connection usable (not inside an aborted transaction)."""
+
+    async def scenario() -> list[bool]:
+        pool = await db.create_pool(database, max_size=1, reset=False)
+        try:
+            with pytest.raises(asyncpg.DivisionByZeroError):
+                await db.run_txn(pool, "test.prelude", lambda con: con.fetchval("SELECT 1"), prelude="SELECT 1/0")
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await db.run_txn(pool, "test.body", lambda con: con.fetchval("SELECT * FROM missing"),
+                                 prelude="SELECT 1")
+
+            async def slow(con: db.Connection) -> None:
+                await con.execute("SELECT pg_sleep(10)")
+
+            task = asyncio.create_task(db.run_txn(pool, "test.cancelled", slow, prelude="SELECT 1"))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            clean = []
+            async with pool.acquire() as con:
+                clean.append(not con.is_in_transaction())
+                clean.append(await con.fetchval("SELECT 2") == 2)
+            clean.append(await db.run_txn(pool, "test.after", lambda con: con.fetchval("SELECT 3"),
+                                          prelude="SELECT 1") == 3)
+            return clean
+        finally:
+            await pool.close()
+
+    assert asyncio.run(scenario()) == [True, True, True]

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from services.common import db
-from services.common.migrations import MigrationError, migrate
+from services.common.migrations import MigrationError, discover, migrate
 
 AUTH_MIGRATIONS = Path(__file__).resolve().parents[3] / "services" / "auth" / "migrations"
 
@@ -97,7 +97,7 @@ def test_namespaces_keep_equal_file_names_apart(database: str, tmp_path: Path) -
 
 
 def test_the_auth_schema_applies_and_reapplies(database: str) -> None:
-    assert asyncio.run(run(database, AUTH_MIGRATIONS, "auth")) == ["auth/001_auth.sql"]
+    assert asyncio.run(run(database, AUTH_MIGRATIONS, "auth")) == [m.name for m in discover(AUTH_MIGRATIONS, "auth")]
     assert asyncio.run(run(database, AUTH_MIGRATIONS, "auth")) == []
     tables = {r["tablename"] for r in asyncio.run(fetch(database, "SELECT tablename FROM pg_tables "
                                                                   "WHERE schemaname = 'public'"))}

@@ -1,0 +1,108 @@
+"""What every asyncio service does with a query: decode it, run its handler, serialize the answer, count it.
+
+A service lists its methods as ``{TL function class: handler}``; ``rpc_server`` turns that into the internal
+RPC server's table of constructor id -> bytes handler. Each call is decoded with the function's own class (an
+undecodable query is ``400 INPUT_FETCH_ERROR``, Telegram's name for it), the handler gets its dependencies, the
+caller's ``rpc.Context`` and the request, and returns a TL object, a list (a ``Vector``) or a bool. A handler's
+``RpcError`` goes back as it is; a dependency that is unreachable (Postgres, Redis, a shard) becomes
+``500 STORAGE_UNAVAILABLE``, which tells a client to try again later; anything else is a bug, logged with the
+trace id, and answered ``500 INTERNAL``. Every outcome is counted under ``mtlab_<service>_rpc_*``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import asyncpg
+from prometheus_client import Counter, Histogram
+
+from mtproto.tl.internal.types import rpc
+from mtproto.tl.runtime import INT, VECTOR_HEADER, TLDecodeError, TLFunction, TLObject, write_bool
+from services.common import redis as redis_
+from services.common.rpc import Handler, RpcError, RpcServer, StreamHandler
+
+D = TypeVar("D")
+Result = TLObject | list[Any] | bool
+Method = Callable[[D, rpc.Context, Any], Awaitable[Result]]
+
+#: Errors that mean "a dependency is unreachable", not "this request is wrong".
+STORAGE_ERRORS: tuple[type[Exception], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError, redis_.RedisError,
+)
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+_metrics: dict[str, tuple[Histogram, Counter]] = {}
+
+
+def _metrics_for(service: str) -> tuple[Histogram, Counter]:
+    if service not in _metrics:
+        _metrics[service] = (
+            Histogram(f"mtlab_{service}_rpc_seconds", "Time to answer an internal RPC, by method", ["method"],
+                      buckets=_BUCKETS),
+            Counter(f"mtlab_{service}_rpc_total",
+                    "Internal RPCs answered, by method and outcome (ok or the error name)", ["method", "outcome"]),
+        )
+    return _metrics[service]
+
+
+def serialize(result: Result) -> bytes:
+    """A handler's answer as TL bytes: an object, a ``Vector<T>`` of objects, or a ``Bool``."""
+    if isinstance(result, bool):
+        out = bytearray()
+        write_bool(out, result)
+        return bytes(out)
+    if isinstance(result, list):
+        return VECTOR_HEADER + INT.pack(len(result)) + b"".join(item.to_bytes() for item in result)
+    return result.to_bytes()
+
+
+def error_label(message: str) -> str:
+    """An error name fit for a metric label: FLOOD_WAIT_37 -> FLOOD_WAIT_X (a bounded label set)."""
+    return re.sub(r"\d+", "X", message)
+
+
+def rpc_handler(service: str, deps: D, cls: type[TLFunction[Any]], fn: Method[D],
+                log: logging.Logger) -> Handler:
+    """The bytes-in, bytes-out handler the RPC server calls for ``cls``."""
+    name = cls.TL_NAME
+    seconds, total = _metrics_for(service)
+
+    async def handle(ctx: rpc.Context, query: bytes) -> bytes:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            try:
+                request = cls.from_bytes(query)
+            except TLDecodeError:
+                raise RpcError(400, "INPUT_FETCH_ERROR") from None
+            return serialize(await fn(deps, ctx, request))
+        except RpcError as exc:
+            outcome = error_label(exc.message)
+            raise
+        except STORAGE_ERRORS as exc:
+            outcome = "STORAGE_UNAVAILABLE"
+            log.warning("%s (trace %x): storage unreachable: %s: %s", name, ctx.trace_id, type(exc).__name__, exc)
+            raise RpcError(500, "STORAGE_UNAVAILABLE") from exc
+        except Exception:
+            outcome = "INTERNAL"
+            log.exception("%s (trace %x) failed", name, ctx.trace_id)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            seconds.labels(name).observe(elapsed)
+            total.labels(name, outcome).inc()
+            log.debug("%s trace=%x user=%s -> %s in %.1f ms", name, ctx.trace_id, ctx.user_id, outcome,
+                      elapsed * 1000)
+
+    return handle
+
+
+def rpc_server(service: str, deps: D, methods: Mapping[type[TLFunction[Any]], Method[D]], log: logging.Logger,
+               streams: Mapping[int, StreamHandler] | None = None) -> RpcServer:
+    handlers = {cls.CONSTRUCTOR_ID: rpc_handler(service, deps, cls, fn, log) for cls, fn in methods.items()}
+    return RpcServer(service, handlers, dict(streams or {}))

@@ -1,0 +1,105 @@
+"""The message service process: config, the shard layout, internal RPC, the outbox sweeper and /metrics (asyncio).
+
+``python -m services.messages`` reads ``MTLAB_MESSAGES_*``, ``MTLAB_SHARD_*``, ``MTLAB_POSTGRES_DSN`` and
+``MTLAB_REDIS_URL``; prepares the shard layout (``shard_db.prepare``: the map in the main database, every
+physical shard migrated; a no-op once done); then serves:
+
+- internal RPC (services/common/rpc.py) on ``rpc_port``: every method of ``handlers.METHODS``;
+- the outbox sweeper: every ``outbox_interval`` seconds, the cross-shard changes a request left behind
+  (outbox.py);
+- ``/metrics`` and ``/healthz`` on ``metrics_port``: healthy while the main database and every physical shard
+  answer.
+
+SIGINT/SIGTERM stop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import anyio
+
+from services.common import db
+from services.common import redis as redis_
+from services.common.config import (
+    ConfigError,
+    DataConfig,
+    MessagesConfig,
+    ShardConfig,
+    data_config,
+    messages_config,
+    shard_config,
+)
+from services.common.http import serve_http
+from services.common.logs import setup as setup_logs
+from services.common.service import rpc_server
+from services.messages import channels, contacts, groups, handlers, outbox
+from services.messages.handlers import Messages
+from shard_db import Shards, prepare
+
+log = logging.getLogger("mtlab.messages")
+
+#: Every method this service answers; channels.py takes over the messages.* methods whose peer may be a channel.
+METHODS = handlers.METHODS | contacts.METHODS | groups.METHODS | channels.METHODS
+
+
+async def sweeper(deps: Messages, interval: float, batch: int) -> None:
+    while True:
+        await anyio.sleep(interval)
+        try:
+            applied = await outbox.sweep(deps, older_than=interval, batch=batch)
+        except Exception as exc:
+            log.warning("outbox sweep failed: %s: %s", type(exc).__name__, exc)
+            continue
+        if applied:
+            log.info("outbox sweep applied %d rows left behind", applied)
+
+
+async def main(config: MessagesConfig, shard_cfg: ShardConfig, data: DataConfig) -> None:
+    try:
+        shard_map = await prepare(data.postgres_dsn, shard_cfg, progress=lambda text: log.info("shards: %s", text))
+        main_pool = await db.create_pool(data.postgres_dsn, max_size=config.pool_size, reset=False)
+    except Exception as exc:  # the service cannot run without its databases: say why and stop
+        sys.exit(f"mtlab messages: cannot prepare the shards on {data.postgres_dsn}: {type(exc).__name__}: {exc}")
+    shards = await Shards.open(data.postgres_dsn, shard_cfg, txn_retries=config.txn_retries)
+    redis = redis_.connect(data.redis_url)
+    log.info("%d logical shards on %d databases", shard_map.logical, len(shard_map.dsns))
+    deps = Messages(config, shards, main_pool, redis)
+    try:
+        async def healthy() -> bool:
+            checks = [await db.ping(main_pool)]
+            for physical in sorted(shards.map.dsns):
+                try:
+                    checks.append(await db.ping(await shards.pool(physical)))
+                except Exception:
+                    checks.append(False)
+            return all(checks)
+
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(serve_http, config.host, config.metrics_port, healthy)
+                tg.start_soon(sweeper, deps, config.outbox_interval, config.outbox_batch)
+                server = rpc_server("messages", deps, METHODS, log)
+                port = await tg.start(server.serve, config.host, config.rpc_port)
+                print(f"mtlab messages: internal RPC on {config.host}:{port}, "
+                      f"metrics on http://{config.host}:{config.metrics_port}/metrics", flush=True)
+                async for signum in signals:
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    break
+                tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await shards.close()
+            await main_pool.close()
+            await redis.aclose()
+
+
+def run() -> None:
+    setup_logs("messages")
+    try:
+        config, shard_cfg, data = messages_config(), shard_config(), data_config()
+    except ConfigError as exc:
+        sys.exit(f"mtlab messages: {exc}")
+    anyio.run(main, config, shard_cfg, data, backend="asyncio")
