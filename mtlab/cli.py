@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from mtlab.dbcli import add_db_commands
 from mtlab.roles import add_roles_command
 from mtproto.tl import LAYER
 from mtproto.transport import TransportKind
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_cmd_bench)
     _add_client_commands(sub, add_data_dir)
     add_roles_command(sub)
+    add_db_commands(sub, add_data_dir)
     return parser
 
 
