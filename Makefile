@@ -35,8 +35,9 @@ typecheck: install
 pytest: install
 	$(BIN)/python -m pytest
 
-bench: install  ## print the crypto benchmark figures
+bench: install  ## print the benchmark figures (crypto, then messages)
 	$(BIN)/mtlab bench crypto
+	$(BIN)/mtlab bench messages
 
 generate: install  ## regenerate mtproto/tl/{mt,api} from the .tl schemas
 	$(BIN)/python -m mtproto.tl.generator

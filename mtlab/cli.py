@@ -126,6 +126,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from mtlab.bench.report import crypto_report
 
         return crypto_report(quick=args.quick)
+    if args.what == "messages":
+        from mtlab.bench.report import messages_report
+
+        duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
+        return messages_report(duration=duration, clients=args.clients, users=args.users, as_json=args.json)
     print(f"unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
 
@@ -284,8 +289,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure and print performance figures",
                            description="Benchmarks print figures next to a baseline measured in the same run.")
-    bench.add_argument("what", choices=["crypto"], help="crypto: IGE, message encryption, handshake cost")
-    bench.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, for smoke tests)")
+    bench.add_argument("what", choices=["crypto", "messages"],
+                       help="crypto: IGE, message encryption, handshake cost; messages: private messages per second "
+                       "through the message service (in-process, over internal RPC, through the gateway) next to "
+                       "pgbench doing the same writes, send latency p50/p99")
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, for smoke tests); messages: "
+                       "3 s phases")
+    bench.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                       help="messages: seconds each phase measures (default 10)")
+    bench.add_argument("--clients", type=int, default=16, metavar="N",
+                       help="messages: concurrent senders in every phase (default 16)")
+    bench.add_argument("--users", type=int, default=1000, metavar="N",
+                       help="messages: users the senders write to (default 1000; the gateway phase signs up one "
+                       "user per client)")
+    bench.add_argument("--json", action="store_true", help="messages: print JSON for scripts instead of the report")
     bench.set_defaults(func=_cmd_bench)
     _add_client_commands(sub, add_data_dir)
     add_roles_command(sub)

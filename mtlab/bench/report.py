@@ -9,13 +9,21 @@
 
 Figures are printed, never asserted: these machines are shared and noisy, so only ratios within one run mean
 much.
+
+`mtlab bench messages` (``messages_report``; the measuring is mtlab/bench/messages.py): private messages persisted
+per second through the message service, in-process, as a process over internal RPC and end to end through the
+gateway, next to pgbench doing the same raw writes on the same Postgres in the same run; send latency p50/p99; the
+database's count of what each phase wrote; the CPU each process used.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import sys
 import time
+from typing import TYPE_CHECKING
 
 from mtlab.bench import crypto as crypto_bench
 from mtproto import handshake
@@ -23,6 +31,9 @@ from mtproto.crypto import rsa
 from mtproto.session import AuthKey, Plain, open_message, seal
 from mtproto.tl import mt
 from mtproto.tl.runtime import Reader
+
+if TYPE_CHECKING:  # the messages benchmark pulls in asyncpg and the services: imported when it runs
+    from mtlab.bench.messages import Report
 
 
 def _server_handshake_seconds(key: rsa.RsaKey, rounds: int) -> list[float]:
@@ -127,3 +138,98 @@ def _pick(table: dict[str, dict[int, float]], *words: str | int) -> float | None
 
 def _human(size: int) -> str:
     return f"{size // 1024} KiB" if size < 1 << 20 else f"{size >> 20} MiB"
+
+
+# -- mtlab bench messages -------------------------------------------------------------------------------------
+
+_PHASE_LABELS = {
+    "ceiling": "ceiling, raw SQL",
+    "handlers": "service, in-process",
+    "rpc": "service, internal RPC",
+    "gateway": "end to end, gateway",
+}
+
+
+class _Status:
+    """One progress line on stderr, rewritten in place; silent when stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, text: str) -> None:
+        if self.tty:
+            sys.stderr.write("\r\033[K" + (f"  {text}" if text else ""))
+            sys.stderr.flush()
+
+
+def messages_report(*, duration: float, clients: int, users: int, as_json: bool = False) -> int:
+    from mtlab.bench import messages as bench
+
+    settings = bench.Settings(duration=duration, clients=clients, users=users)
+    try:
+        report = bench.measure(settings, _Status())
+    except (bench.BenchError, OSError) as exc:
+        print(f"mtlab bench messages: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print("\n".join(format_messages(report)))
+    return 0 if report.consistent else 1
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def format_messages(report: Report) -> list[str]:
+    """The report of ``mtlab bench messages`` as lines, in the style of ``mtlab bench crypto``."""
+    from mtlab.bench.messages import TARGET_RATIO
+
+    s = report.settings
+    lines = [
+        f"mtlab bench messages: {s.duration:g} s per phase, {s.clients} concurrent senders, {s.users} users",
+        f"  machine: {report.cores} cores; Postgres {report.postgres}; Redis {report.redis}",
+        f"  {report.shards}; every figure below comes from this one run",
+        "",
+        "Private messages persisted: both copies, update log rows, dialogs, outbox (checked in the database)",
+        f"  {'phase':<24}{'msgs/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'sent':>9}{'commits/msg':>13}  database check",
+    ]
+    for p in report.phases:
+        label = _PHASE_LABELS.get(p.name, p.name)
+        if p.failed:
+            lines.append(f"  {label:<24}  FAILED: {p.failed.splitlines()[0]}")
+            continue
+        commits = f"{p.commits / p.answered:.1f}" if p.commits is not None and p.answered else "-"
+        if p.consistent:
+            check = f"ok ({p.recipient_copies} recipient copies, outbox empty)"
+        else:
+            check = (f"MISMATCH: {p.answered} answered, {p.sender_copies} sender and {p.recipient_copies} recipient "
+                     f"copies, {p.outbox_left} outbox rows left")
+        lines.append(f"  {label:<24}{p.rate:>9.1f}{_ms(p.percentile(50)):>9}{_ms(p.percentile(99)):>9}{p.sent:>9}"
+                     f"{commits:>13}  {check}")
+        for name, n in sorted(p.errors.items()):
+            lines.append(f"  {'':<24}  error {name}: {n}")
+    ratio = report.ratio
+    if ratio is not None:
+        lines.append(f"  service in-process / ceiling: {ratio:.2f}x   (target >= {TARGET_RATIO:.1f}x)")
+    lines.append("")
+    for p in report.phases:
+        if p.how:
+            lines.append(f"  {_PHASE_LABELS.get(p.name, p.name) + ':':<24}{p.how}")
+    lines.append(f"  {'':<24}latency: from the call to its answer, which comes once both copies are committed")
+    lines.append("")
+
+    names = ["machine", "bench", *sorted({k for p in report.phases for k in p.cpu} - {"machine", "bench"})]
+    for title, per_message in [(f"CPU during each phase, cores busy on average (of {report.cores})", False),
+                               ("CPU per message sent, milliseconds", True)]:
+        lines.append(title)
+        lines.append(f"  {'phase':<24}" + "".join(f"{n:>10}" for n in names))
+        for p in report.phases:
+            row = p.cpu_per_message() if per_message else p.cpu
+            if row:
+                lines.append(f"  {_PHASE_LABELS.get(p.name, p.name):<24}"
+                             + "".join(f"{row[n]:>10.2f}" if n in row else f"{'-':>10}" for n in names))
+    lines.append("  bench: this process (the in-process service, the RPC caller, the SDK clients); machine: all cores,")
+    lines.append("  whatever runs on them (on a shared machine, other work too)")
+    return lines
