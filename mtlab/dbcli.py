@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -83,9 +84,14 @@ def _run(args: argparse.Namespace, work: Callable[[str], Coroutine[Any, Any, int
 
 
 def _ranges(numbers: list[int]) -> str:
-    """[0, 1, 2, 3, 7] -> "0-3, 7"."""
+    """[0, 1, 2, 3, 7] -> "0-3, 7"; an even spread such as the default round robin, [0, 4, 8, ... 60] ->
+    "0, 4 ... 60 (step 4)"."""
+    ordered = sorted(numbers)
+    steps = {b - a for a, b in itertools.pairwise(ordered)}
+    if len(ordered) > 3 and len(steps) == 1 and steps != {1}:
+        return f"{ordered[0]}, {ordered[1]} ... {ordered[-1]} (step {steps.pop()})"
     parts: list[str] = []
-    for n in sorted(numbers):
+    for n in ordered:
         if parts and parts[-1].split("-")[-1] == str(n - 1):
             parts[-1] = f"{parts[-1].split('-')[0]}-{n}"
         else:

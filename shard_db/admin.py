@@ -27,7 +27,16 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from services.common.migrations import discover
-from shard_db.layout import MAIN_MIGRATIONS, SHARD_MIGRATIONS, ShardMap, derived_dsn, load, migrate_physical
+from shard_db.layout import (
+    MAIN_MIGRATIONS,
+    SHARD_MIGRATIONS,
+    ShardMap,
+    derived_dsn,
+    load,
+    migrate_physical,
+    resolve_dsn,
+    stored_dsn,
+)
 from shard_db.move import MoveRow, shard_tables, unfinished
 
 #: The migration folders shard_db owns, by database kind: what `mtlab db migrate` applies and status judges.
@@ -127,7 +136,8 @@ async def status(main_dsn: str) -> LayoutStatus:
     con = await _connect(main_dsn)
     try:
         await _migrations(con, main, "main")
-        shard_map = await load(con) if await con.fetchval("SELECT to_regclass('shard_map')") is not None else None
+        shard_map = (await load(con, main_dsn) if await con.fetchval("SELECT to_regclass('shard_map')") is not None
+                     else None)
         moves = (await unfinished(con) if shard_map is not None and
                  await con.fetchval("SELECT to_regclass('shard_moves')") is not None else [])
     finally:
@@ -215,7 +225,7 @@ async def _sizes(dsn: str) -> tuple[dict[int, dict[str, TableSize]], dict[int, s
 async def shard_list(main_dsn: str) -> ShardList:
     con = await _connect(main_dsn)
     try:
-        shard_map = await load(con)
+        shard_map = await load(con, main_dsn)
         if shard_map is None:
             raise RuntimeError("there is no shard map yet: run `mtlab db migrate`")
         meta = {r["logical"]: r for r in await con.fetch("SELECT logical, version, moved_at FROM shard_map")}
@@ -295,14 +305,15 @@ async def add_physical(main_dsn: str, dsn: str | None = None) -> tuple[str, str]
     server (created when missing), migrated and serving nothing yet: (name, dsn)."""
     con = await _connect(main_dsn)
     try:
-        existing = {r["name"]: r["dsn"] for r in await con.fetch("SELECT name, dsn FROM shard_physical")}
+        existing = {r["name"]: resolve_dsn(main_dsn, r["dsn"])
+                    for r in await con.fetch("SELECT name, dsn FROM shard_physical")}
         k = 1 + max((_order(name)[0] for name in existing if _order(name)[0] < 1 << 30), default=-1)
         name, dsn = f"shard{k}", dsn or derived_dsn(main_dsn, k)
         if dsn in existing.values():
             raise RuntimeError(f"{redact(dsn)} is a physical shard already")
         # Migrated before the map names it: a database the map names is one every service can use.
         await migrate_physical(main_dsn, dsn, [], say=lambda _text: None)
-        await con.execute("INSERT INTO shard_physical (name, dsn) VALUES ($1, $2)", name, dsn)
+        await con.execute("INSERT INTO shard_physical (name, dsn) VALUES ($1, $2)", name, stored_dsn(main_dsn, dsn))
     finally:
         await con.close()
     return name, dsn

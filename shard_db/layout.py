@@ -6,8 +6,9 @@ it is safe to run again and from several processes at once:
 1. migrate the main database's shard-map tables (``migrations/main``);
 2. the first time only, create the map from ``ShardConfig``: ``logical`` shards over the databases of
    ``MTLAB_SHARD_DSNS``, or over ``physical`` databases ``<main>_shard_<n>`` on the main server (created when
-   missing), logical shard ``n`` in physical ``n * physical // logical`` (contiguous blocks, so a DBA reads
-   ``shard0`` as "logical 0-15");
+   missing), logical shard ``n`` in physical ``n % physical`` (round robin: users are numbered in sign-up order
+   and live in logical shard ``id % logical``, so consecutive users land in different databases, and even the
+   first two users of a fresh stack talk across databases, through the outbox);
 3. apply ``migrations/shard`` to every physical database, and record in each which logical shards it serves
    (``shard_local``).
 
@@ -66,6 +67,25 @@ def derived_dsn(main_dsn: str, index: int) -> str:
     return urlunsplit(parts._replace(path=f"/{name}_shard_{index}"))
 
 
+def stored_dsn(main_dsn: str, dsn: str) -> str:
+    """How the map records a shard's DSN: a database on the main server as ``postgresql:///<name>`` (no host), so
+    the map stays right when that server comes back on another port or address (mtlab's own Postgres picks a
+    free port at every start); a database elsewhere as given."""
+    main, shard = urlsplit(main_dsn), urlsplit(dsn)
+    if (shard.scheme, shard.netloc, shard.query) == (main.scheme, main.netloc, main.query):
+        return f"{shard.scheme}://{shard.path}"  # postgresql:///<name>
+    return dsn
+
+
+def resolve_dsn(main_dsn: str, stored: str) -> str:
+    """The DSN to connect to for a recorded one: a host-less DSN is on the main server."""
+    parts = urlsplit(stored)
+    if parts.netloc:
+        return stored
+    main = urlsplit(main_dsn)
+    return urlunsplit(main._replace(path=parts.path))
+
+
 def physical_dsns(main_dsn: str, config: ShardConfig) -> list[str]:
     if config.dsns.strip():
         return [d.strip() for d in config.dsns.split(",") if d.strip()]
@@ -88,22 +108,22 @@ async def _create_database(main_dsn: str, dsn: str) -> bool:
         await con.close()
 
 
-async def load(con: db.Connection | asyncpg.Connection[asyncpg.Record]) -> ShardMap | None:
-    """The map in the main database, or None when it was never created."""
+async def load(con: db.Connection | asyncpg.Connection[asyncpg.Record], main_dsn: str) -> ShardMap | None:
+    """The map in the main database (``con``, reached as ``main_dsn``), or None when it was never created."""
     rows = await con.fetch("SELECT logical, physical, version FROM shard_map ORDER BY logical")
     if not rows:
         return None
-    dsns = {r["name"]: r["dsn"] for r in await con.fetch("SELECT name, dsn FROM shard_physical")}
+    dsns = {r["name"]: resolve_dsn(main_dsn, r["dsn"]) for r in await con.fetch("SELECT name, dsn FROM shard_physical")}
     return ShardMap(logical=len(rows), placement=tuple(r["physical"] for r in rows), dsns=dsns,
                     versions=tuple(r["version"] for r in rows))
 
 
-async def _create_map(con: db.Connection, config: ShardConfig, dsns: list[str]) -> ShardMap:
+async def _create_map(con: db.Connection, main_dsn: str, config: ShardConfig, dsns: list[str]) -> ShardMap:
     names = [f"shard{i}" for i in range(len(dsns))]
     async with con.transaction():
         await con.executemany("INSERT INTO shard_physical (name, dsn) VALUES ($1, $2)",
-                              list(zip(names, dsns, strict=True)))
-        placement = [names[n * len(names) // config.logical] for n in range(config.logical)]
+                              [(name, stored_dsn(main_dsn, dsn)) for name, dsn in zip(names, dsns, strict=True)])
+        placement = [names[n % len(names)] for n in range(config.logical)]
         await con.executemany("INSERT INTO shard_map (logical, physical) VALUES ($1, $2)", list(enumerate(placement)))
         await con.execute("INSERT INTO shard_settings (key, value) VALUES ('logical', $1)", str(config.logical))
     log.info("created the shard map: %d logical shards over %d databases", config.logical, len(names))
@@ -122,13 +142,13 @@ async def prepare(main_dsn: str, config: ShardConfig,
         async with main.acquire() as con:
             await con.execute("SELECT pg_advisory_lock($1)", LAYOUT_LOCK)
             try:
-                shard_map = await load(con)
+                shard_map = await load(con, main_dsn)
                 if shard_map is None:
                     dsns = physical_dsns(main_dsn, config)
                     for dsn in dsns:
                         if await _create_database(main_dsn, dsn):
                             say(f"created database {urlsplit(dsn).path.lstrip('/')}")
-                    shard_map = await _create_map(con, config, dsns)
+                    shard_map = await _create_map(con, main_dsn, config, dsns)
                     say(f"created the shard map: {config.logical} logical shards over {len(dsns)} databases")
             finally:
                 await con.execute("SELECT pg_advisory_unlock($1)", LAYOUT_LOCK)

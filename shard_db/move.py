@@ -575,7 +575,7 @@ async def move(main_dsn: str, logical: int, target: str | None, *, options: Move
     say = say or (lambda _text: None)
     started = time.perf_counter()
     async with _Locked(main_dsn, logical) as main:
-        shard_map = await load(main)
+        shard_map = await load(main, main_dsn)
         if shard_map is None:
             raise MoveError("there is no shard map yet: run `mtlab db migrate`")
         if not 0 <= logical < shard_map.logical:
@@ -637,7 +637,7 @@ async def abort(main_dsn: str, logical: int, *, say: Say | None = None) -> str:
     """Roll back the unfinished move of ``logical`` (any step before the switch); the step it had reached."""
     say = say or (lambda _text: None)
     async with _Locked(main_dsn, logical) as main:
-        shard_map = await load(main)
+        shard_map = await load(main, main_dsn)
         pending = await unfinished(main, logical) if shard_map is not None else []
         if shard_map is None or not pending:
             raise MoveError(f"logical shard {logical} has no unfinished move to abort")

@@ -53,8 +53,10 @@ def shard_of(entity_id: int, logical: int) -> int:
 class Shards:
     """Connection pools to every physical shard, and the map that says which holds which logical shard."""
 
-    def __init__(self, main: db.Pool, shard_map: ShardMap, *, pool_size: int, txn_retries: int) -> None:
+    def __init__(self, main: db.Pool, shard_map: ShardMap, *, pool_size: int, txn_retries: int,
+                 main_dsn: str = "") -> None:
         self.main = main
+        self.main_dsn = main_dsn
         self.map = shard_map
         self.pool_size = pool_size
         self.txn_retries = txn_retries
@@ -66,14 +68,14 @@ class Shards:
         main = await db.create_pool(main_dsn, max_size=2)
         try:
             async with main.acquire() as con:
-                shard_map = await load(con)
+                shard_map = await load(con, main_dsn)
         except BaseException:
             await main.close()
             raise
         if shard_map is None:
             await main.close()
             raise RuntimeError("the shard map does not exist yet: run `mtlab db migrate`")
-        return cls(main, shard_map, pool_size=config.pool_size, txn_retries=txn_retries)
+        return cls(main, shard_map, pool_size=config.pool_size, txn_retries=txn_retries, main_dsn=main_dsn)
 
     async def close(self) -> None:
         for pool in self.pools.values():
@@ -105,7 +107,7 @@ class Shards:
 
     async def reload(self) -> None:
         async with self.main.acquire() as con:
-            shard_map = await load(con)
+            shard_map = await load(con, self.main_dsn)
         if shard_map is not None:
             self.map = shard_map
         MAP_RELOADS.inc()

@@ -61,7 +61,7 @@ def test_every_plan_is_balanced_within_one_and_minimal(homes: list[int], physica
 async def _grow_and_rebalance(database: str) -> None:
     await prepare(database, ShardConfig(logical=8, physical=2))
     for n in range(8):
-        await bulk(derived_dsn(database, n * 2 // 8), n, 50 * (n + 1))
+        await bulk(derived_dsn(database, n % 2), n, 50 * (n + 1))  # round robin: shard n lives in n % 2
     name, dsn = await add_physical(database)
     assert (name, dsn) == ("shard2", derived_dsn(database, 2))
     report = await status(database)
@@ -73,14 +73,14 @@ async def _grow_and_rebalance(database: str) -> None:
     plan = plan_rebalance([s.physical for s in listing.shards], [p.name for p in listing.physical],
                           {s.logical: s.bytes for s in listing.shards})
     assert len(plan) == 2 and all(m.target == "shard2" for m in plan)
-    assert sorted(m.logical for m in plan) == [0, 4]  # the smallest of each full shard
+    assert sorted(m.logical for m in plan) == [0, 1]  # the smallest of each full shard
     for m in plan:
         await move(database, m.logical, m.target)
     listing = await shard_list(database)
     assert sorted(len(p.logical) for p in listing.physical) == [2, 3, 3]
     assert plan_rebalance([s.physical for s in listing.shards], [p.name for p in listing.physical]) == []
     moved = {s.logical: s for s in listing.shards if s.physical == "shard2"}
-    assert sorted(moved) == [0, 4] and moved[4].version == 2 and moved[4].tables["messages"].rows == 250
+    assert sorted(moved) == [0, 1] and moved[1].version == 2 and moved[1].tables["messages"].rows == 100
     assert all(p.other_rows == 0 for p in listing.physical)
     assert not (await status(database)).behind
 
@@ -95,16 +95,16 @@ async def _status_sees_problems(database: str) -> None:
     report = await status(database)
     assert not report.behind
     names = [m.name for m in discover(SHARD_MIGRATIONS, "shard")]
-    assert report.databases[1].applied == names and report.databases[1].serves == {0: "active", 1: "active"}
+    assert report.databases[1].applied == names and report.databases[1].serves == {0: "active", 2: "active"}
 
     last = names[-1]
     await fetch(shard1, "DELETE FROM mtlab_migrations WHERE name = $1", last)
-    await fetch(shard1, "UPDATE shard_local SET state = 'gone' WHERE logical = 2")
+    await fetch(shard1, "UPDATE shard_local SET state = 'gone' WHERE logical = 3")
     report = await status(database)
     assert report.behind
     db1 = report.databases[2]
     assert db1.pending == [last]
-    assert db1.problems == ["the map puts logical shard 2 here but shard_local says gone"]
+    assert db1.problems == ["the map puts logical shard 3 here but shard_local says gone"]
     assert not report.databases[1].behind
 
 

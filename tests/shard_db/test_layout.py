@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -32,11 +33,11 @@ def test_prepare_makes_the_map_once_and_migrates_every_physical_shard(database: 
     said: list[str] = []
     first = run(prepare(database, config, progress=said.append))
     assert first.logical == 8
-    assert first.placement == ("shard0",) * 4 + ("shard1",) * 4
+    assert first.placement == ("shard0", "shard1") * 4  # round robin: consecutive ids on different databases
     assert first.dsns == {"shard0": derived_dsn(database, 0), "shard1": derived_dsn(database, 1)}
     assert any("created the shard map" in line for line in said)
 
-    for index, serves in ((0, [0, 1, 2, 3]), (1, [4, 5, 6, 7])):
+    for index, serves in ((0, [0, 2, 4, 6]), (1, [1, 3, 5, 7])):
         rows = run(_fetch(derived_dsn(database, index), "SELECT logical, state FROM shard_local ORDER BY logical"))
         assert [(r["logical"], r["state"]) for r in rows] == [(n, "active") for n in serves]
         names = run(_fetch(derived_dsn(database, index), "SELECT name FROM mtlab_migrations ORDER BY name"))
@@ -69,17 +70,17 @@ async def _moved_shard(database: str) -> tuple[list[int], list[int], int]:
     try:
         await shards.txn(1, "test.write", lambda con: con.execute(
             "INSERT INTO user_state (shard, user_id) VALUES (1, 5)"))
-        # Move logical shard 1 from shard0 to shard1 by hand, as `mtlab shards move` does at its end: the new home
+        # Move logical shard 1 from shard1 to shard0 by hand, as `mtlab shards move` does at its end: the new home
         # serves it, the old one says 'gone', the map is flipped. The router still holds the old map.
-        new, old = derived_dsn(database, 1), derived_dsn(database, 0)
+        new, old = derived_dsn(database, 0), derived_dsn(database, 1)
         await _fetch(new, "INSERT INTO shard_local (logical, state) VALUES (1, 'active')")
         await _fetch(new, "INSERT INTO user_state (shard, user_id) SELECT 1, 5")
         await _fetch(old, "UPDATE shard_local SET state = 'gone' WHERE logical = 1")
-        await _fetch(database, "UPDATE shard_map SET physical = 'shard1', version = version + 1 WHERE logical = 1")
-        assert shards.map.physical_of(1) == "shard0"
+        await _fetch(database, "UPDATE shard_map SET physical = 'shard0', version = version + 1 WHERE logical = 1")
+        assert shards.map.physical_of(1) == "shard1"
         await shards.txn(1, "test.write", lambda con: con.execute(
             "UPDATE user_state SET pts = pts + 1 WHERE shard = 1 AND user_id = 5"))
-        assert shards.map.physical_of(1) == "shard1"
+        assert shards.map.physical_of(1) == "shard0"
         on_old = [r["pts"] for r in await _fetch(old, "SELECT pts FROM user_state WHERE user_id = 5")]
         on_new = [r["pts"] for r in await _fetch(new, "SELECT pts FROM user_state WHERE user_id = 5")]
         return on_old, on_new, shards.for_user(5)
@@ -92,3 +93,18 @@ def test_a_stale_map_is_refused_by_the_old_database_and_the_router_follows_the_m
     assert shard == 1
     assert on_old == [0]  # the write did not land where the shard used to be
     assert on_new == [1]
+
+
+def test_the_map_follows_the_main_server_to_another_address(database: str) -> None:
+    """mtlab's own Postgres picks a free port at every start: shard databases on the main server are recorded
+    without host and port, and found wherever the main database is reached."""
+    run(prepare(database, ShardConfig(logical=4, physical=2)))
+    stored = run(_fetch(database, "SELECT dsn FROM shard_physical ORDER BY name"))
+    assert [r["dsn"] for r in stored] == [f"postgresql:///{urlsplit(database).path.lstrip('/')}_shard_{i}"
+                                          for i in (0, 1)]
+    elsewhere = urlunsplit(urlsplit(database)._replace(netloc=urlsplit(database).netloc.replace("127.0.0.1",
+                                                                                                   "localhost")))
+    assert elsewhere != database
+    again = run(prepare(elsewhere, ShardConfig(logical=4, physical=2)))
+    assert again.dsns == {"shard0": derived_dsn(elsewhere, 0), "shard1": derived_dsn(elsewhere, 1)}
+    assert [r["n"] for r in run(_fetch(again.dsns["shard1"], "SELECT count(*) AS n FROM shard_local"))] == [2]

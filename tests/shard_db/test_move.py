@@ -1,8 +1,8 @@
 """`mtlab shards move` on real Postgres (shard_db/move.py): a logical shard moves between two physical shards
 with every row, while writers keep writing, and survives being interrupted at every step.
 
-The layout of every test: 4 logical shards on 2 physical ones, so shard0 holds 0-1 and shard1 holds 2-3; logical
-shard 1 moves from shard0 to shard1.
+The layout of every test: 4 logical shards on 2 physical ones, round robin, so shard0 holds 0 and 2 and shard1
+holds 1 and 3; logical shard 2 moves from shard0 to shard1.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from shard_db.move import MoveError, MoveOptions, MoveStopped, abort, move
 from tests.helpers.shards import bulk, count, fetch, fetchval, rows_of, send_to_self, users_on
 
 CONFIG = ShardConfig(logical=4, physical=2)
-N = 1  # the logical shard every test moves
+N = 2  # the logical shard every test moves
 
 
 class Crash(Exception):
@@ -58,7 +58,7 @@ async def map_of(database: str, n: int = N) -> tuple[str, int]:
 
 
 async def seeded(database: str, *, bulk_rows: int = 2000) -> Shards:
-    """The layout, a few users writing on shards 0 and 1 through the store, and bulk rows on shard 1."""
+    """The layout, a few users writing on shards 0 and N through the store, and bulk rows on shard N."""
     await prepare(database, CONFIG)
     shards = await Shards.open(database, CONFIG)
     for shard in (0, N):
@@ -113,7 +113,7 @@ async def _away_and_back(database: str) -> None:
     try:
         before = await rows_of(source, N)
         await move(database, N, "shard1")
-        with pytest.raises(MoveError, match="logical shard 1 is already on shard1: nothing to move"):
+        with pytest.raises(MoveError, match="logical shard 2 is already on shard1: nothing to move"):
             await move(database, N, "shard1")
         with pytest.raises(MoveError, match="no physical shard 'shard9'"):
             await move(database, N, "shard9")
@@ -365,7 +365,7 @@ async def _discovered(database: str) -> None:
                         "set_id bigint NOT NULL, added timestamptz NOT NULL DEFAULT now(), "
                         "PRIMARY KEY (shard, owner_id, set_id))")
         await fetch(source, "INSERT INTO stickers (shard, owner_id, set_id) SELECT s, s + 4 * g, g "
-                    "FROM generate_series(1, 300) AS g, generate_series(0, 1) AS s")
+                    "FROM generate_series(1, 300) AS g, unnest(ARRAY[0, $1::int]) AS s", N)
         report = await move(database, N, "shard1")
         assert report.copied["stickers"] == 300
         assert await fetchval(target, "SELECT count(*) FROM stickers WHERE shard = $1", N) == 300
