@@ -58,6 +58,17 @@ class GatewayProcess:
         return self.proc.returncode
 
 
+def _wait_listening(port: int, deadline: float) -> None:
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def start_gateway(tmp: Path, **env: str) -> GatewayProcess:
     tmp.mkdir(parents=True, exist_ok=True)
     port, metrics_port, ws_port = free_port(), free_port(), free_port()
@@ -81,6 +92,9 @@ def start_gateway(tmp: Path, **env: str) -> GatewayProcess:
         if proc.poll() is not None:
             raise RuntimeError(f"gateway exited with {proc.returncode}:\n{log.read_text()}")
         if re.search(r"MTProto on \S+:\d+", log.read_text()):
+            # The line is printed once the MTProto port is bound; /metrics starts beside it and may take a moment
+            # longer: a test's first metric() must not race it.
+            _wait_listening(int(full_env["MTLAB_GATEWAY_METRICS_PORT"]), deadline)
             # What the process really uses: ``env`` may have overridden the ports and the data dir.
             return GatewayProcess(proc, int(full_env["MTLAB_GATEWAY_PORT"]),
                                   int(full_env["MTLAB_GATEWAY_METRICS_PORT"]), Path(full_env["MTLAB_GATEWAY_DATA_DIR"]),
