@@ -1,35 +1,79 @@
 """`mtlab chat`: an interactive client of the running stack, one line at a time.
 
-It signs in (the code from ``--code`` or typed on stdin), then reads commands: ``/me``, ``/sessions``,
-``/revoke HASH``, ``/config``, ``/ping``, ``/help``, ``/quit``. Any other line would be a message, and messaging
-arrives with issue #4, which is what it answers. It needs no terminal: lines come from stdin as they would from
-a pipe, and the end of input ends the session like ``/quit``.
+It signs in (the code from ``--code`` or typed on stdin), then reads lines. A line starting with ``/`` is a command
+(``/help`` lists them); any other line is a message to the current peer (messages.sendMessage). People are found
+the ways core.telegram.org/api/contacts describes, each of which hands the client the user's access hash that every
+later call naming them needs: by phone number (``/add``, contacts.importContacts), in the contact list
+(``/contacts``), by public username (``/to @name``, contacts.resolveUsername), or in the chat list (``/dialogs``:
+whoever wrote to you). ``/to`` picks who plain lines go to; ``/history``, ``/edit``, ``/delete``, ``/read`` and
+``/search`` work on the message box. Message ids are the reader's own: each side of a private chat numbers its copies
+itself, so ``/history`` shows the ids ``/edit`` and ``/delete`` take.
+
+Incoming messages are polled, until the updates service pushes them (issue #5): every ``--poll`` seconds
+``updates.getState``; when its pts moved (pts counts the changes to this user's box, core.telegram.org/api/updates),
+``messages.getDialogs`` names the chats whose top message is newer than what this session has looked at, and
+``messages.getHistory(min_id=...)`` brings the new messages. Incoming ones print as ``[Name] text``; your own, sent
+here or from another device, do not.
+
+It needs no terminal: lines come from stdin as they would from a pipe, read by a thread of their own while the
+poller runs, and the end of input ends the session like ``/quit``.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from mtlab.client import Client, ClientError, RpcError, TransportKind
-from mtlab.demo import ME, MESSAGING, client_config, describe_authorization, describe_user, sign_in, timed
+from mtlab.demo import (
+    CALL_TIMEOUT,
+    GET_DIALOGS,
+    ME,
+    client_config,
+    describe_authorization,
+    describe_message,
+    describe_user,
+    display_name,
+    get_history,
+    input_peer,
+    random_id,
+    sign_in,
+    timed,
+)
 from mtlab.stack import RunningStack
 from mtproto.tl import api
 from services.auth.codes import code_for_test_number
 
 HELP = """commands:
-  /me             who you are (users.getUsers [inputUserSelf])
-  /sessions       your signed-in devices (account.getAuthorizations)
-  /revoke HASH    sign out the device with this hash (account.resetAuthorization; see /sessions)
-  /config         what help.getConfig says (the DC and its address)
-  /ping           round-trip time of one MTProto ping
-  /help           this list
-  /quit           leave (so does the end of input)
-anything else is a message: """ + MESSAGING
+  /add PHONE [First [Last]]  find who has this number and keep them as a contact (contacts.importContacts)
+  /contacts                  your contacts (contacts.getContacts)
+  /to PHONE|@username|NAME   who plain lines go to: a contact by number or by name, or a public username
+  /dialogs                   your chats, newest first, with unread counts (messages.getDialogs)
+  /history [N]               the last N messages (default 20) with the current peer, oldest first
+  /edit ID TEXT              change the text of your message ID (messages.editMessage)
+  /delete ID [--everyone]    delete message ID for you, or for both sides (messages.deleteMessages)
+  /read                      mark your chat with the current peer read (messages.readHistory)
+  /search TEXT               messages containing TEXT, in every chat (messages.search)
+  /me                        who you are (users.getUsers [inputUserSelf])
+  /sessions                  your signed-in devices (account.getAuthorizations)
+  /revoke HASH               sign out the device with this hash (account.resetAuthorization; see /sessions)
+  /config                    what help.getConfig says (the DC and its address)
+  /ping                      round-trip time of one MTProto ping
+  /help                      this list
+  /quit                      leave (so does the end of input)
+anything else is a message to the current peer (messages.sendMessage);
+messages that arrive print as [Name] text"""
+
+NO_PEER = "nobody chosen to write to: /to PHONE|@username|NAME first (/add PHONE finds someone)"
+HISTORY_DEFAULT, HISTORY_MAX = 20, 100
 
 
 @dataclass(frozen=True)
@@ -39,94 +83,484 @@ class ChatOptions:
     name: str | None  # "First [Last]" for a new account
     transport: TransportKind
     obfuscated: bool
+    websocket: bool = False  # over the gateway's WebSocket port (obfuscated is then required)
+    poll: float = 1.0  # seconds between two looks for new messages; 0: never look
 
 
 class Console:
-    """Prompts on ``out`` and lines from ``source`` (read in a worker thread: stdin may be a pipe, not a TTY)."""
+    """Prompts and lines on ``out``; lines from ``source``, read by a daemon thread (stdin may be a pipe, not a TTY,
+    and a thread blocked in ``readline`` must not keep the process alive once the chat is over)."""
 
     def __init__(self, source: TextIO, out: TextIO) -> None:
         self.source, self.out = source, out
+        self._lines: MemoryObjectReceiveStream[str] | None = None
+        self._prompt: str | None = None  # the prompt on screen, waiting for a line
+        self._ended = False  # the input ended
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
+    def notice(self, text: str) -> None:
+        """A line that comes on its own (a message arrived): on a line of its own, then the prompt again."""
+        prompt = self._prompt
+        if prompt is not None:
+            self.out.write("\n")
+        self.say(text)
+        if prompt is not None:
+            self.out.write(prompt)
+            self.out.flush()
+
     async def ask(self, prompt: str) -> str | None:
         """The next line without its newline, or None at the end of input."""
+        if self._ended:
+            return None
+        if self._lines is None:
+            self._lines = self._start_reader()
         self.out.write(prompt)
         self.out.flush()
-        line = await anyio.to_thread.run_sync(self.source.readline)
+        self._prompt = prompt
+        try:
+            line = await self._lines.receive()
+        except BaseException:  # cancelled (the connection was lost): what follows gets a line of its own
+            self.out.write("\n")
+            raise
+        finally:
+            self._prompt = None
         if not line:
+            self._ended = True
             self.say("")
             return None
         if not self.source.isatty():
             self.say(line.rstrip("\n"))  # echo piped input, so the transcript reads as a conversation
         return line.strip()
 
+    def _start_reader(self) -> MemoryObjectReceiveStream[str]:
+        send, receive = anyio.create_memory_object_stream[str]()  # unbuffered: the thread reads one line ahead
+        token = anyio.lowlevel.current_token()
 
-async def _me(client: Client, console: Console, _arg: str) -> None:
-    [me], ms = await timed(client, ME)
-    console.say(f"{describe_user(me)} ({ms:.0f} ms)")
+        def read() -> None:
+            while True:
+                line = self.source.readline()  # "" at the end of input, handed over like a line
+                try:
+                    anyio.from_thread.run(send.send, line, token=token)
+                except BaseException:  # the loop is gone or cancelled the hand-over: the chat is over
+                    return
+                if not line:
+                    return
+
+        threading.Thread(target=read, name="mtlab chat stdin", daemon=True).start()
+        return receive
 
 
-async def _sessions(client: Client, console: Console, _arg: str) -> None:
-    found, ms = await timed(client, api.functions.account.GetAuthorizations())
-    console.say(f"{len(found.authorizations)} device(s) signed in ({ms:.0f} ms):")
+class Chat:
+    """One signed-in session: who you are, who plain lines go to, the users answers have shown (each with the
+    access hash a query naming them needs), and how far the poller has looked into each chat."""
+
+    def __init__(self, client: Client, console: Console, me: api.types.User) -> None:
+        self.client, self.console, self.me = client, console, me
+        self.users: dict[int, api.types.User] = {me.id: me}
+        self.phones: dict[int, str] = {}  # user id -> number, as contacts.* show it (other answers leave it out)
+        self.peer: api.types.User | None = None
+        self.seen: dict[int, int] = {}  # peer user id -> the newest message id of that chat looked at
+        self.pts: int | None = None  # updates.getState's pts when the poller last looked
+        self.failure: ClientError | None = None  # why the session ended, if the connection did it
+
+    async def call(self, query: Any) -> Any:
+        result, _ = await timed(self.client, query)
+        return result
+
+    def say(self, text: str) -> None:
+        self.console.say(text)
+
+    def learn(self, users: list[api.types.TypeUser]) -> None:
+        for user in users:
+            if isinstance(user, api.types.User):
+                self.users[user.id] = user
+                if user.phone:
+                    self.phones[user.id] = user.phone
+
+    def name(self, user_id: int) -> str:
+        user = self.users.get(user_id)
+        return display_name(user) if user is not None else f"user {user_id}"
+
+    def author(self, m: api.types.Message) -> str:
+        if m.out:
+            return "you"
+        return self.name(m.from_id.user_id) if isinstance(m.from_id, api.types.PeerUser) else "?"
+
+    def current(self) -> api.types.User | None:
+        if self.peer is None:
+            self.say(NO_PEER)
+        return self.peer
+
+    def choose(self, user: api.types.User) -> None:
+        self.peer = user
+        self.say(f"plain lines now go to {display_name(user)}")
+
+    # -- the loop -------------------------------------------------------------------------------------------
+
+    async def run(self, poll: float) -> None:
+        """Read lines until /quit or the end of input, polling meanwhile; raises what ended the connection."""
+        async with anyio.create_task_group() as tg:
+            if poll > 0:
+                tg.start_soon(self._poll, poll, tg.cancel_scope)
+            while (line := await self.console.ask("> ")) is not None and line != "/quit":
+                if line:
+                    try:
+                        await self.run_line(line)
+                    except ClientError as exc:  # the connection is gone: nothing more can work
+                        self.failure = exc
+                        break
+            tg.cancel_scope.cancel()
+        if self.failure is not None:
+            raise self.failure
+
+    async def run_line(self, line: str) -> None:
+        """One line that is not /quit: a command, or a message to the current peer."""
+        word, _, arg = line.partition(" ")
+        try:
+            if not word.startswith("/"):
+                await self.send(line)
+                return
+            command = COMMANDS.get(word)
+            if command is None:
+                self.say(f"unknown command {word}: /help lists them")
+                return
+            await command(self, arg.strip())
+        except RpcError as exc:
+            self.say(f"error: {exc.code} {exc.message}")
+        except TimeoutError:
+            self.say(f"error: no answer in {CALL_TIMEOUT:.0f} s")
+
+    async def send(self, text: str) -> None:
+        peer = self.current()
+        if peer is None:
+            return
+        sent, ms = await timed(self.client, api.functions.messages.SendMessage(
+            peer=input_peer(peer), message=text, random_id=random_id()))
+        self.say(f"sent #{sent.id} to {display_name(peer)} ({ms:.0f} ms)")
+
+    # -- incoming messages ----------------------------------------------------------------------------------
+
+    async def look(self) -> None:
+        """Print the messages that arrived since the last look. The first look only notes where each chat is."""
+        state = await self.call(api.functions.updates.GetState())
+        if state.pts == self.pts:
+            return
+        found = await self.call(GET_DIALOGS)
+        self.learn(found.users)
+        for d in reversed(found.dialogs):  # the oldest first: what arrived prints in the order it came
+            if not isinstance(d, api.types.Dialog) or not isinstance(d.peer, api.types.PeerUser):
+                continue
+            peer_id = d.peer.user_id
+            if self.pts is None:
+                self.seen[peer_id] = d.top_message
+                continue
+            # A chat this session never looked at (a new one, or beyond the first page): its unread messages.
+            seen = self.seen.get(peer_id, d.read_inbox_max_id)
+            if d.top_message <= seen or peer_id not in self.users:
+                continue
+            page = await self.call(get_history(input_peer(self.users[peer_id]), HISTORY_MAX, min_id=seen))
+            self.learn(page.users)
+            for m in reversed(page.messages):
+                if isinstance(m, api.types.Message) and not m.out and m.id > self.seen.get(peer_id, seen):
+                    forwarded = "(forwarded) " if m.fwd_from is not None else ""
+                    self.console.notice(f"[{self.name(peer_id)}] {forwarded}{m.message}")
+            self.seen[peer_id] = max(self.seen.get(peer_id, 0), d.top_message)
+        self.pts = state.pts
+
+    async def _poll(self, interval: float, scope: anyio.CancelScope) -> None:
+        """Look every ``interval`` seconds; a failed look is said once and tried again, a lost connection ends
+        the session."""
+        trouble = ""
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.look()
+                trouble = ""
+            except (RpcError, TimeoutError) as exc:
+                text = f"{exc.code} {exc.message}" if isinstance(exc, RpcError) else "no answer"
+                if text != trouble:
+                    self.console.notice(f"(looking for new messages failed: {text}; trying again)")
+                trouble = text
+            except ClientError as exc:
+                self.failure = exc
+                scope.cancel()
+                return
+
+    # -- finding people -------------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Everyone in the contact list and the chat list, with their access hashes."""
+        contacts = await self.call(api.functions.contacts.GetContacts(hash=0))
+        self.learn(contacts.users)
+        dialogs = await self.call(GET_DIALOGS)
+        self.learn(dialogs.users)
+
+    def by_phone(self, phone: str) -> api.types.User | None:
+        return next((self.users[uid] for uid, known in self.phones.items() if known == phone and uid != self.me.id),
+                    None)
+
+    def by_name(self, name: str) -> list[api.types.User]:
+        """The users whose name is ``name`` (any case); if none, whose first name is; then starts, then contains."""
+        wanted = name.casefold()
+        others = [u for u in self.users.values() if u.id != self.me.id]
+        tests: list[Callable[[api.types.User], bool]] = [
+            lambda u: display_name(u).casefold() == wanted,
+            lambda u: (u.first_name or "").casefold() == wanted,
+            lambda u: display_name(u).casefold().startswith(wanted),
+            lambda u: wanted in display_name(u).casefold(),
+        ]
+        for test in tests:
+            found = [u for u in others if test(u)]
+            if found:
+                return found
+        return []
+
+
+# -- commands -----------------------------------------------------------------------------------------------
+
+
+async def _add(chat: Chat, arg: str) -> None:
+    words = arg.split()
+    if not words or not words[0].lstrip("+").isdigit():
+        chat.say("usage: /add PHONE [First [Last]] (the number with its country code, digits only)")
+        return
+    phone = words[0].lstrip("+")
+    if phone == chat.me.phone:
+        chat.say(f"+{phone} is your own number")
+        return
+    first, last = (words[1] if len(words) > 1 else ""), " ".join(words[2:])
+    contact = api.types.InputPhoneContact(client_id=random_id(), phone=phone, first_name=first, last_name=last)
+    found, ms = await timed(chat.client, api.functions.contacts.ImportContacts(contacts=[contact]))
+    chat.learn(found.users)
+    if not found.imported:
+        chat.say(f"nobody has the number +{phone} ({ms:.0f} ms)")
+        return
+    user = chat.users[found.imported[0].user_id]
+    chat.say(f"found {display_name(user)} (user {user.id}, +{phone}): now one of your contacts ({ms:.0f} ms)")
+    if chat.peer is None:
+        chat.choose(user)
+
+
+async def _contacts(chat: Chat, _arg: str) -> None:
+    found, ms = await timed(chat.client, api.functions.contacts.GetContacts(hash=0))
+    chat.learn(found.users)
+    if not found.contacts:
+        chat.say(f"no contacts yet: /add PHONE finds someone ({ms:.0f} ms)")
+        return
+    chat.say(f"{len(found.contacts)} contact(s) ({ms:.0f} ms):")
+    for c in found.contacts:
+        user = chat.users.get(c.user_id)
+        if user is None:
+            continue
+        username = f"  @{user.username}" if user.username else ""
+        phone = f"  +{user.phone}" if user.phone else ""
+        chat.say(f"  {display_name(user)}{phone}{username}{'  (mutual)' if c.mutual else ''}")
+
+
+async def _to(chat: Chat, arg: str) -> None:
+    if not arg:
+        if chat.peer is None:
+            chat.say("usage: /to PHONE|@username|NAME")
+        else:
+            chat.say(f"plain lines go to {display_name(chat.peer)}")
+        return
+    if arg.startswith("@"):
+        try:
+            found = await chat.call(api.functions.contacts.ResolveUsername(username=arg[1:]))
+        except RpcError as exc:
+            if exc.message not in ("USERNAME_NOT_OCCUPIED", "USERNAME_INVALID"):
+                raise
+            chat.say(f"nobody has the username {arg}" if exc.message == "USERNAME_NOT_OCCUPIED"
+                     else f"{arg} is not a username (5 to 32 letters, digits and _, a letter first)")
+            return
+        chat.learn(found.users)
+        if isinstance(found.peer, api.types.PeerUser) and found.peer.user_id in chat.users:
+            chat.choose(chat.users[found.peer.user_id])
+        else:
+            chat.say(f"{arg} is not a user")
+        return
+    if arg.lstrip("+").isdigit():
+        phone = arg.lstrip("+")
+        user = chat.by_phone(phone)
+        if user is None:
+            await chat.refresh()
+            user = chat.by_phone(phone)
+        if user is None:
+            chat.say(f"none of your contacts has the number +{phone}: /add {phone} looks for them")
+        else:
+            chat.choose(user)
+        return
+    matches = chat.by_name(arg)
+    if not matches:
+        await chat.refresh()
+        matches = chat.by_name(arg)
+    if not matches:
+        chat.say(f"nobody called {arg!r} among your contacts and chats (/contacts, /dialogs)")
+    elif len(matches) > 1:
+        names = ", ".join(f"{display_name(u)} (+{chat.phones[u.id]})" if u.id in chat.phones else display_name(u)
+                          for u in matches)
+        chat.say(f"{arg!r} could be {names}: say more of the name, or the number")
+    else:
+        chat.choose(matches[0])
+
+
+async def _dialogs(chat: Chat, _arg: str) -> None:
+    found, ms = await timed(chat.client, GET_DIALOGS)
+    chat.learn(found.users)
+    tops = {m.id: m for m in found.messages if isinstance(m, api.types.Message)}
+    dialogs = [(d, d.peer.user_id) for d in found.dialogs
+               if isinstance(d, api.types.Dialog) and isinstance(d.peer, api.types.PeerUser)]
+    if not dialogs:
+        chat.say(f"no chats yet ({ms:.0f} ms)")
+        return
+    chat.say(f"{len(dialogs)} chat(s), newest first ({ms:.0f} ms):")
+    for d, peer_id in dialogs:
+        mark = "*" if chat.peer is not None and chat.peer.id == peer_id else " "
+        unread = f"{d.unread_count} unread" if d.unread_count else "all read"
+        top = tops.get(d.top_message)
+        last = f"  {describe_message(top, chat.author(top))}" if top is not None else ""
+        chat.say(f" {mark}{chat.name(peer_id)}: {unread}{last}")
+
+
+async def _history(chat: Chat, arg: str) -> None:
+    try:
+        limit = int(arg) if arg else HISTORY_DEFAULT
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= HISTORY_MAX:
+        chat.say(f"usage: /history [N] (1 to {HISTORY_MAX} messages, default {HISTORY_DEFAULT})")
+        return
+    peer = chat.current()
+    if peer is None:
+        return
+    page, ms = await timed(chat.client, get_history(input_peer(peer), limit))
+    chat.learn(page.users)
+    shown = [m for m in reversed(page.messages) if isinstance(m, api.types.Message)]
+    if not shown:
+        chat.say(f"no messages with {display_name(peer)} yet ({ms:.0f} ms)")
+        return
+    total = getattr(page, "count", len(shown))
+    chat.say(f"the last {len(shown)} of {total} message(s) with {display_name(peer)} ({ms:.0f} ms):")
+    for m in shown:
+        chat.say(f"  {describe_message(m, chat.author(m))}")
+    # Shown here, so the poller need not print them again, if nothing unseen lies below the page.
+    seen = chat.seen.get(peer.id)
+    if seen is not None and (len(shown) == total or shown[0].id <= seen):
+        chat.seen[peer.id] = max(seen, shown[-1].id)
+
+
+async def _edit(chat: Chat, arg: str) -> None:
+    number, _, text = arg.partition(" ")
+    if not number.isdigit() or not text.strip():
+        chat.say("usage: /edit ID TEXT (ID as /history shows it)")
+        return
+    peer = chat.current()
+    if peer is None:
+        return
+    _, ms = await timed(chat.client, api.functions.messages.EditMessage(peer=input_peer(peer), id=int(number),
+                                                                         message=text.strip()))
+    chat.say(f"edited #{number} ({ms:.0f} ms)")
+
+
+async def _delete(chat: Chat, arg: str) -> None:
+    words = arg.split()
+    everyone = "--everyone" in words
+    ids = [w for w in words if w != "--everyone"]
+    if not ids or not all(w.isdigit() for w in ids):
+        chat.say("usage: /delete ID [--everyone] (ID as /history shows it; --everyone: the other side's copy too)")
+        return
+    done, ms = await timed(chat.client, api.functions.messages.DeleteMessages(id=[int(w) for w in ids],
+                                                                               revoke=everyone))
+    names = ", ".join(f"#{w}" for w in ids)
+    if not done.pts_count:
+        chat.say(f"nothing deleted: no message {names} in your box ({ms:.0f} ms)")
+    else:
+        chat.say(f"deleted {done.pts_count} message(s) of {names} {'for everyone' if everyone else 'for you'} "
+                 f"({ms:.0f} ms)")
+
+
+async def _read(chat: Chat, _arg: str) -> None:
+    peer = chat.current()
+    if peer is None:
+        return
+    done, ms = await timed(chat.client, api.functions.messages.ReadHistory(peer=input_peer(peer), max_id=0))
+    if done.pts_count:
+        chat.say(f"marked your chat with {display_name(peer)} read ({ms:.0f} ms)")
+    else:
+        chat.say(f"nothing unread from {display_name(peer)} ({ms:.0f} ms)")
+
+
+async def _search(chat: Chat, arg: str) -> None:
+    if not arg:
+        chat.say("usage: /search TEXT")
+        return
+    found, ms = await timed(chat.client, api.functions.messages.Search(
+        peer=api.types.InputPeerEmpty(), q=arg, filter=api.types.InputMessagesFilterEmpty(), min_date=0,
+        max_date=0, offset_id=0, add_offset=0, limit=HISTORY_DEFAULT, max_id=0, min_id=0, hash=0))
+    chat.learn(found.users)
+    shown = [m for m in reversed(found.messages) if isinstance(m, api.types.Message)]
+    if not shown:
+        chat.say(f"no message contains {arg!r} ({ms:.0f} ms)")
+        return
+    chat.say(f"{len(shown)} message(s) contain {arg!r} ({ms:.0f} ms):")
+    for m in shown:
+        where = chat.name(m.peer_id.user_id) if isinstance(m.peer_id, api.types.PeerUser) else "?"
+        chat.say(f"  with {where}: {describe_message(m, chat.author(m))}")
+
+
+async def _me(chat: Chat, _arg: str) -> None:
+    [me], ms = await timed(chat.client, ME)
+    chat.say(f"{describe_user(me)} ({ms:.0f} ms)")
+
+
+async def _sessions(chat: Chat, _arg: str) -> None:
+    found, ms = await timed(chat.client, api.functions.account.GetAuthorizations())
+    chat.say(f"{len(found.authorizations)} device(s) signed in ({ms:.0f} ms):")
     for authorization in found.authorizations:
-        console.say(f"  {describe_authorization(authorization)}")
+        chat.say(f"  {describe_authorization(authorization)}")
 
 
-async def _revoke(client: Client, console: Console, arg: str) -> None:
+async def _revoke(chat: Chat, arg: str) -> None:
     try:
         target = int(arg)
     except ValueError:
-        console.say("usage: /revoke HASH (the hash /sessions shows)")
+        chat.say("usage: /revoke HASH (the hash /sessions shows)")
         return
-    done, ms = await timed(client, api.functions.account.ResetAuthorization(hash=target))
-    console.say(f"account.resetAuthorization -> {done} ({ms:.0f} ms)")
+    done, ms = await timed(chat.client, api.functions.account.ResetAuthorization(hash=target))
+    chat.say(f"account.resetAuthorization -> {done} ({ms:.0f} ms)")
 
 
-async def _config(client: Client, console: Console, _arg: str) -> None:
-    config, ms = await timed(client, api.functions.help.GetConfig())
+async def _config(chat: Chat, _arg: str) -> None:
+    config, ms = await timed(chat.client, api.functions.help.GetConfig())
     options = ", ".join(f"DC {o.id} at {o.ip_address}:{o.port}" for o in config.dc_options)
-    console.say(f"this DC {config.this_dc}; {options}; test mode {config.test_mode}; config expires in "
-                f"{config.expires - config.date} s ({ms:.0f} ms)")
+    chat.say(f"this DC {config.this_dc}; {options}; test mode {config.test_mode}; config expires in "
+             f"{config.expires - config.date} s ({ms:.0f} ms)")
 
 
-async def _ping(client: Client, console: Console, _arg: str) -> None:
-    with anyio.fail_after(20):
-        console.say(f"pong in {await client.ping() * 1000:.1f} ms")
+async def _ping(chat: Chat, _arg: str) -> None:
+    with anyio.fail_after(CALL_TIMEOUT):
+        chat.say(f"pong in {await chat.client.ping() * 1000:.1f} ms")
 
 
-async def _help(_client: Client, console: Console, _arg: str) -> None:
-    console.say(HELP)
+async def _help(chat: Chat, _arg: str) -> None:
+    chat.say(HELP)
 
 
-Command = Callable[[Client, Console, str], Awaitable[None]]
-COMMANDS: dict[str, Command] = {"/me": _me, "/sessions": _sessions, "/revoke": _revoke, "/config": _config,
-                                "/ping": _ping, "/help": _help}
+Command = Callable[[Chat, str], Awaitable[None]]
+COMMANDS: dict[str, Command] = {
+    "/add": _add, "/contacts": _contacts, "/to": _to, "/dialogs": _dialogs, "/history": _history, "/edit": _edit,
+    "/delete": _delete, "/read": _read, "/search": _search, "/me": _me, "/sessions": _sessions, "/revoke": _revoke,
+    "/config": _config, "/ping": _ping, "/help": _help,
+}
 
 
-async def run_command(client: Client, console: Console, line: str) -> None:
-    """One line of the loop (not /quit): a command, or text, which cannot be sent yet."""
-    word, _, arg = line.partition(" ")
-    if not word.startswith("/"):
-        console.say(MESSAGING)
-        return
-    command = COMMANDS.get(word)
-    if command is None:
-        console.say(f"unknown command {word}: /help lists them")
-        return
-    try:
-        await command(client, console, arg.strip())
-    except RpcError as exc:
-        console.say(f"error: {exc.code} {exc.message}")
-
-
-async def _sign_in(client: Client, console: Console, options: ChatOptions) -> bool:
-    """Ask for what is missing and sign in; False when the input ended first."""
+async def _sign_in(client: Client, console: Console, options: ChatOptions) -> api.types.User | None:
+    """Ask for what is missing and sign in: the account, or None when the input ended first."""
     phone = options.phone or await console.ask("phone number (test numbers 99966XYYYY get the code X five times): ")
     if not phone:
-        return False
+        return None
     phone = phone.lstrip("+")
     fixed = code_for_test_number(phone)
     if fixed and not options.code:
@@ -140,23 +574,32 @@ async def _sign_in(client: Client, console: Console, options: ChatOptions) -> bo
 
     name = options.name or f"User {phone[-4:]}"
     first, _, last = name.partition(" ")
-    return await sign_in(client, phone, get_code, first, last, lambda text: console.say(f"  {text}")) is not None
+    user = await sign_in(client, phone, get_code, first, last, lambda text: console.say(f"  {text}"))
+    return user if isinstance(user, api.types.User) else None
 
 
 async def chat(stack: RunningStack, options: ChatOptions, console: Console) -> int:
     transport = f"{options.transport.value}{' + obfuscated2' if options.obfuscated else ''}"
-    config = client_config(stack, options.transport, options.obfuscated, "mtlab chat")
-    console.say(f"mtlab chat: connecting to {stack.gateway_host}:{stack.gateway_port} over {transport}")
+    port = stack.gateway_port
+    if options.websocket:
+        transport, port = f"{transport} over WebSocket", stack.gateway_ws_port
+    config = client_config(stack, options.transport, options.obfuscated, "mtlab chat", websocket=options.websocket)
+    console.say(f"mtlab chat: connecting to {stack.gateway_host}:{port} over {transport}")
     try:
         async with Client(config) as client:
             console.say(f"connected: auth key {(client.auth_key_id or b'').hex()}")
-            if not await _sign_in(client, console, options):
+            me = await _sign_in(client, console, options)
+            if me is None:
                 console.say("bye (end of input before signing in)")
                 return 1
+            session = Chat(client, console, me)
+            if options.poll > 0:
+                try:  # where every chat stands now: what arrives from here on is printed
+                    await session.look()
+                except (RpcError, TimeoutError) as exc:
+                    console.say(f"(could not look at your chats yet: {exc}; trying again while you type)")
             console.say("signed in; /help lists the commands")
-            while (line := await console.ask("> ")) is not None and line != "/quit":
-                if line:
-                    await run_command(client, console, line)
+            await session.run(options.poll)
     except RpcError as exc:
         console.say(f"error: {exc.method or 'call'} answered {exc.code} {exc.message}")
         return 1

@@ -180,9 +180,13 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     if stack is None:
         return 1
     options = chat.ChatOptions(phone=args.phone, code=args.code, name=args.name,
-                               transport=TransportKind(args.transport), obfuscated=args.obfuscated)
+                               transport=TransportKind(args.transport), obfuscated=args.obfuscated or args.websocket,
+                               websocket=args.websocket, poll=args.poll)
     if options.obfuscated and options.transport is TransportKind.FULL:
-        print("mtlab chat: the full transport has no obfuscated form", file=sys.stderr)
+        print("mtlab chat: the full transport has no obfuscated form (and WebSocket needs one)", file=sys.stderr)
+        return 2
+    if options.websocket and not stack.gateway_ws_port:
+        print("mtlab chat: the running stack does not say where its WebSocket port is", file=sys.stderr)
         return 2
     return chat.run(stack, options)
 
@@ -196,22 +200,25 @@ def _add_client_commands(sub: Any, add_data_dir: Any) -> None:
     codes.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
     codes.set_defaults(func=_cmd_codes)
 
-    demo = sub.add_parser("demo", help="two users sign up or in over two transports, with a transcript",
+    demo = sub.add_parser("demo", help="two users sign up or in over two transports and message each other",
                           description="Against the running stack, with mtlab's client SDK: Alice (+9996610001, "
-                          "abridged) and Bob (+9996620002, obfuscated intermediate) each connect, sign up (or in, "
-                          "on later runs), read themselves back (users.getUsers) and list their devices "
-                          "(account.getAuthorizations). Prints who did what, over which transport, what came "
-                          "back, and timings. Messaging arrives with issue #4. Each run sends each number a code: "
+                          "abridged) and Bob (+9996620002, obfuscated intermediate) each connect and sign up (or "
+                          "in, on later runs); Alice finds Bob by his number (contacts.importContacts) and sends "
+                          "him two messages, Bob replies and reads them, Alice edits one, and Bob's side of the "
+                          "chat is printed. Prints who did what, over which transport, what came back, and "
+                          "timings. Each run sends each number a code: "
                           "more than MTLAB_AUTH_CODES_PER_PHONE (5) runs in 10 minutes meet FLOOD_WAIT.")
     add_data_dir(demo)
     demo.set_defaults(func=_cmd_demo)
 
-    chat = sub.add_parser("chat", help="an interactive client: sign in, then /me, /sessions, /revoke, /ping...",
+    chat = sub.add_parser("chat", help="an interactive client: sign in, then /add, /to, messages, /history...",
                           description="Sign in to the running stack (the code is asked for on stdin unless "
                           "--code gives it; test numbers 99966XYYYY get X five times), then read commands, one "
-                          "a line: /me, /sessions, /revoke HASH, /config, /ping, /help, /quit. Plain text "
-                          "answers that messaging arrives with issue #4. Works without a terminal (lines from a "
-                          "pipe); the end of input quits.")
+                          "a line: /add PHONE, /contacts, /to PHONE|@username|NAME, /dialogs, /history, /edit, "
+                          "/delete, /read, /search, /me, /sessions, /revoke, /config, /ping, /help, /quit (/help says "
+                          "more). Any other line is a message to the chosen peer; messages that arrive are printed "
+                          "(polled every --poll seconds). Works without a terminal (lines from a pipe); the end of "
+                          "input quits.")
     add_data_dir(chat)
     chat.add_argument("--phone", metavar="NUMBER", help="the phone number to sign in with (asked for if missing)")
     chat.add_argument("--code", metavar="DIGITS", help="the login code (asked for on stdin if missing)")
@@ -221,6 +228,12 @@ def _add_client_commands(sub: Any, add_data_dir: Any) -> None:
                       help="the MTProto framing (default intermediate)")
     chat.add_argument("--obfuscated", action="store_true",
                       help="wrap the transport in obfuscated2 (not with full)")
+    chat.add_argument("--websocket", action="store_true",
+                      help="connect to the gateway's WebSocket port (MTProto in binary messages on /apiws, as web "
+                      "clients do); implies --obfuscated")
+    chat.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
+                      help="how often to look for new messages (updates.getState; default 1; 0: never), until "
+                      "the updates service pushes them")
     chat.set_defaults(func=_cmd_chat)
 
 

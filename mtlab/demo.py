@@ -1,13 +1,19 @@
-"""`mtlab demo`: two users sign up (or in) against the running stack over two transports, with the SDK.
+"""`mtlab demo`: two users sign up (or in) over two transports and talk to each other, with the SDK.
 
-Each user connects (a fresh auth key), asks for a login code, signs in (or signs up when the number has no
-account), reads itself back (users.getUsers [inputUserSelf]) and lists its devices (account.getAuthorizations).
-The transcript says who did what, over which transport, what came back and how long it took. Messaging is not
-served yet (issue #4), and the transcript says so instead of pretending.
+Alice and Bob each connect (a fresh auth key) and sign in (or sign up when the number has no account). Then the
+private-chat flow of core.telegram.org/api/messages, one call a line: Alice finds Bob by his phone number
+(contacts.importContacts, which gives her his access hash), sends him two messages (messages.sendMessage); Bob
+finds them in his chat list (messages.getDialogs, which names Alice and gives her access hash to him), replies and
+marks the chat read (messages.readHistory); Alice sees the reply and the read mark in hers, and edits a message
+(messages.editMessage). Last, Bob's side of the conversation (messages.getHistory) is printed as a transcript: his
+own copies, with his own message ids, the edit included. The transcript says who did what, over which transport,
+what came back and how long it took. Run it again and the same two accounts talk again: the transcript shows only
+this run's messages.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,8 +26,9 @@ from mtlab.stack import RunningStack
 from mtproto.tl import api
 from services.auth.codes import code_for_test_number
 
-MESSAGING = "messaging arrives with issue #4 (messages.sendMessage is not served yet)"
 CALL_TIMEOUT = 20.0
+#: How long Bob waits for Alice's messages to reach his box (they normally do before her send is answered).
+DELIVERY_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -36,15 +43,21 @@ class DemoUser:
         return f"{self.transport.value}{' + obfuscated2' if self.obfuscated else ''}"
 
 
-USERS = (
-    DemoUser("Alice", "9996610001", TransportKind.ABRIDGED, False),
-    DemoUser("Bob", "9996620002", TransportKind.INTERMEDIATE, True),
-)
+ALICE = DemoUser("Alice", "9996610001", TransportKind.ABRIDGED, False)
+BOB = DemoUser("Bob", "9996620002", TransportKind.INTERMEDIATE, True)
+USERS = (ALICE, BOB)
+
+#: The conversation: Alice's two messages, Bob's reply, and what Alice changes her second message to.
+ALICE_SAYS = ("Hi Bob! Lunch tomorrow?", "The usual place at noon")
+BOB_SAYS = "Sounds good, see you there"
+ALICE_EDITS_TO = "The usual place at 12:30"
 
 
-def client_config(stack: RunningStack, transport: TransportKind, obfuscated: bool, device: str) -> ClientConfig:
+def client_config(stack: RunningStack, transport: TransportKind, obfuscated: bool, device: str, *,
+                  websocket: bool = False) -> ClientConfig:
     return ClientConfig(server_keys=stack.server_pem, host=stack.gateway_host, port=stack.gateway_port,
-                        transport=transport, obfuscated=obfuscated, device_model=device, ping_interval=None)
+                        ws_port=stack.gateway_ws_port, websocket=websocket, transport=transport,
+                        obfuscated=obfuscated, device_model=device, ping_interval=None)
 
 
 def send_code(phone: str) -> api.functions.auth.SendCode:
@@ -53,6 +66,34 @@ def send_code(phone: str) -> api.functions.auth.SendCode:
 
 
 ME = api.functions.users.GetUsers(id=[api.types.InputUserSelf()])
+#: The newest 100 dialogs (the most one page may hold).
+GET_DIALOGS = api.functions.messages.GetDialogs(offset_date=0, offset_id=0, offset_peer=api.types.InputPeerEmpty(),
+                                                limit=100, hash=0)
+
+
+def get_history(peer: api.types.TypeInputPeer, limit: int, min_id: int = 0) -> api.functions.messages.GetHistory:
+    """The newest ``limit`` messages of a chat with ids above ``min_id``, newest first."""
+    return api.functions.messages.GetHistory(peer=peer, offset_id=0, offset_date=0, add_offset=0, limit=limit,
+                                             max_id=0, min_id=min_id, hash=0)
+
+
+def random_id() -> int:
+    """A message's random_id: the server answers a resend with the same id once (never 0)."""
+    return int.from_bytes(os.urandom(8), "big", signed=True) or 1
+
+
+def input_peer(user: api.types.User) -> api.types.TypeInputPeer:
+    """How a query names ``user``: id and the access hash an answer showed us (core.telegram.org/api/peers)."""
+    if user.self:
+        return api.types.InputPeerSelf()
+    return api.types.InputPeerUser(user_id=user.id, access_hash=user.access_hash or 0)
+
+
+def display_name(user: api.types.TypeUser) -> str:
+    if isinstance(user, api.types.User):
+        name = " ".join(part for part in (user.first_name, user.last_name) if part)
+        return name or (f"@{user.username}" if user.username else f"user {user.id}")
+    return f"user {user.id}"
 
 
 def describe_user(user: api.types.TypeUser) -> str:
@@ -62,6 +103,12 @@ def describe_user(user: api.types.TypeUser) -> str:
     return f"user {user.id} {name!r}, phone +{user.phone}{', self' if user.self else ''}"
 
 
+def describe_message(m: api.types.Message, who: str) -> str:
+    """``#12 Alice: text (edited)``: the id (the reader's own, as /edit and /delete take it), author, text."""
+    forwarded = " (forwarded)" if m.fwd_from is not None else ""
+    return f"#{m.id} {who}:{forwarded} {m.message}{' (edited)' if m.edit_date else ''}"
+
+
 def describe_authorization(a: api.types.TypeAuthorization) -> str:
     when = time.strftime("%H:%M:%S", time.localtime(a.date_created))
     return (f"hash {a.hash}{' (this device)' if a.current else ''}: {a.device_model!r}, app {a.app_name!r} "
@@ -69,13 +116,15 @@ def describe_authorization(a: api.types.TypeAuthorization) -> str:
 
 
 class Transcript:
-    """Lines prefixed with the time since the demo started."""
+    """Lines prefixed with the time since the demo started; ``who`` is the last one to speak."""
 
     def __init__(self, say: Callable[[str], None]) -> None:
         self.say = say
         self.started = time.perf_counter()
+        self.who = ""
 
     def line(self, who: str, text: str) -> None:
+        self.who = who
         self.say(f"[{time.perf_counter() - self.started:6.2f} s] {who:<6} {text}")
 
 
@@ -121,25 +170,98 @@ async def _fixed(code: str) -> str | None:
     return code
 
 
-async def run_user(stack: RunningStack, user: DemoUser, transcript: Transcript) -> None:
+@dataclass
+class Side:
+    """One user of the demo, signed in: their client, their account, and their transcript label."""
+
+    demo: DemoUser
+    client: Client
+    me: api.types.User
+    transcript: Transcript
+
+    def note(self, text: str) -> None:
+        self.transcript.line(self.demo.name, text)
+
+    async def call(self, query: Any) -> tuple[Any, float]:
+        return await timed(self.client, query)
+
+    async def dialog_with(self, user_id: int) -> tuple[api.types.Dialog | None, dict[int, api.types.User], float]:
+        """This user's dialog with ``user_id`` (None: they never talked), the users the answer showed, the time."""
+        found, ms = await self.call(GET_DIALOGS)
+        users = {u.id: u for u in found.users if isinstance(u, api.types.User)}
+        for d in found.dialogs:
+            if isinstance(d, api.types.Dialog) and isinstance(d.peer, api.types.PeerUser) and d.peer.user_id == user_id:
+                return d, users, ms
+        return None, users, ms
+
+
+async def signed_in(stack: RunningStack, client: Client, user: DemoUser, transcript: Transcript,
+                    started: float) -> Side:
     def note(text: str) -> None:
         transcript.line(user.name, text)
 
-    started = time.perf_counter()
-    config = client_config(stack, user.transport, user.obfuscated, f"mtlab demo ({user.name})")
-    async with Client(config) as client:  # connect_timeout bounds the connection and handshake
-        key = (client.auth_key_id or b"").hex()
-        note(f"connected to {stack.gateway_host}:{stack.gateway_port} over {user.transport_name}: auth key {key} "
-             f"created, initConnection + help.getConfig answered, {(time.perf_counter() - started) * 1000:.0f} ms")
-        code = code_for_test_number(user.phone) or ""
-        await sign_in(client, user.phone, lambda: _fixed(code), user.name, "Demo", note)
-        [me], ms = await timed(client, ME)
-        note(f"users.getUsers [inputUserSelf] -> {describe_user(me)}, {ms:.0f} ms")
-        found, ms = await timed(client, api.functions.account.GetAuthorizations())
-        note(f"account.getAuthorizations -> {len(found.authorizations)} device(s), {ms:.0f} ms")
-        for authorization in found.authorizations:
-            note(f"    {describe_authorization(authorization)}")
-        note(MESSAGING)
+    key = (client.auth_key_id or b"").hex()
+    note(f"connected to {stack.gateway_host}:{stack.gateway_port} over {user.transport_name}: auth key {key} "
+         f"created, initConnection + help.getConfig answered, {(time.perf_counter() - started) * 1000:.0f} ms")
+    code = code_for_test_number(user.phone) or ""
+    me = await sign_in(client, user.phone, lambda: _fixed(code), user.name, "Demo", note)
+    if not isinstance(me, api.types.User):
+        raise RuntimeError(f"signing in gave {me!r}")
+    return Side(user, client, me, transcript)
+
+
+async def converse(alice: Side, bob: Side) -> int:
+    """The conversation; returns how many messages Bob's transcript shows."""
+    # Where Bob's chat with Alice stands before this run (earlier runs left messages): the transcript starts after.
+    before, _, _ = await bob.dialog_with(alice.me.id)
+    bob_before = before.top_message if before is not None else 0
+
+    contact = api.types.InputPhoneContact(client_id=random_id(), phone=bob.demo.phone, first_name=bob.demo.name,
+                                          last_name="")
+    found, ms = await alice.call(api.functions.contacts.ImportContacts(contacts=[contact]))
+    hers = next((u for u in found.users if isinstance(u, api.types.User) and u.id == bob.me.id), None)
+    if hers is None:
+        raise RuntimeError(f"contacts.importContacts +{bob.demo.phone} found nobody")
+    alice.note(f"contacts.importContacts +{bob.demo.phone} -> found {display_name(hers)} (user {hers.id}), "
+               f"{ms:.0f} ms")
+    sent: list[int] = []
+    for text in ALICE_SAYS:
+        done, ms = await alice.call(api.functions.messages.SendMessage(peer=input_peer(hers), message=text,
+                                                                        random_id=random_id()))
+        sent.append(done.id)
+        alice.note(f"messages.sendMessage to {display_name(hers)}: {text!r} -> #{done.id}, {ms:.0f} ms")
+
+    # Bob learns of Alice from his chat list: the dialog carries her user, access hash included.
+    with anyio.fail_after(DELIVERY_TIMEOUT):
+        while True:
+            dialog, users, ms = await bob.dialog_with(alice.me.id)
+            if dialog is not None and dialog.top_message > bob_before and alice.me.id in users:
+                break
+            await anyio.sleep(0.1)
+    his = users[alice.me.id]
+    bob.note(f"messages.getDialogs -> {display_name(his)}: {dialog.unread_count} unread, {ms:.0f} ms")
+    done, ms = await bob.call(api.functions.messages.SendMessage(peer=input_peer(his), message=BOB_SAYS,
+                                                                  random_id=random_id()))
+    bob.note(f"messages.sendMessage to {display_name(his)}: {BOB_SAYS!r} -> #{done.id}, {ms:.0f} ms")
+    read, ms = await bob.call(api.functions.messages.ReadHistory(peer=input_peer(his), max_id=0))
+    bob.note(f"messages.readHistory with {display_name(his)} -> read, pts {read.pts}, {ms:.0f} ms")
+
+    dialog, _, ms = await alice.dialog_with(bob.me.id)
+    if dialog is not None:
+        seen = "read both" if dialog.read_outbox_max_id >= sent[-1] else f"read up to #{dialog.read_outbox_max_id}"
+        alice.note(f"messages.getDialogs -> {display_name(hers)}: {dialog.unread_count} unread, "
+                   f"{bob.demo.name} has {seen}, {ms:.0f} ms")
+    _, ms = await alice.call(api.functions.messages.EditMessage(peer=input_peer(hers), id=sent[-1],
+                                                                message=ALICE_EDITS_TO))
+    alice.note(f"messages.editMessage #{sent[-1]} -> {ALICE_EDITS_TO!r}, {ms:.0f} ms")
+
+    page, ms = await bob.call(get_history(input_peer(his), 100, min_id=bob_before))
+    shown = [m for m in reversed(page.messages) if isinstance(m, api.types.Message)]
+    bob.note(f"messages.getHistory with {display_name(his)} -> {len(shown)} messages, {ms:.0f} ms; his side of "
+             "the chat:")
+    for m in shown:
+        bob.note("    " + describe_message(m, bob.demo.name if m.out else alice.demo.name))
+    return len(shown)
 
 
 async def demo(stack: RunningStack, say: Callable[[str], None] = print) -> int:
@@ -149,17 +271,26 @@ async def demo(stack: RunningStack, say: Callable[[str], None] = print) -> int:
         say(f"  {user.name:<6} +{user.phone} (test number: code {code_for_test_number(user.phone)}) over "
             f"{user.transport_name}")
     transcript = Transcript(say)
-    for user in USERS:
-        try:
-            await run_user(stack, user, transcript)
-        except RpcError as exc:
-            transcript.line(user.name, f"FAILED: {exc.method or 'call'} answered {exc.code} {exc.message}")
-            if exc.is_flood_wait:
-                say(f"  (too many codes for +{user.phone} lately: wait {exc.seconds} s, or see MTLAB_AUTH_* knobs)")
-            return 1
-        except Exception as exc:  # a demo reports what broke, in one line, and stops
-            transcript.line(user.name, f"FAILED: {type(exc).__name__}: {exc}")
-            return 1
+    sides: list[Side] = []
+    try:
+        started = time.perf_counter()
+        transcript.who = ALICE.name
+        async with Client(client_config(stack, ALICE.transport, ALICE.obfuscated, "mtlab demo (Alice)")) as a:
+            sides.append(await signed_in(stack, a, ALICE, transcript, started))
+            started = time.perf_counter()
+            transcript.who = BOB.name
+            async with Client(client_config(stack, BOB.transport, BOB.obfuscated, "mtlab demo (Bob)")) as b:
+                sides.append(await signed_in(stack, b, BOB, transcript, started))
+                shown = await converse(*sides)
+    except RpcError as exc:
+        transcript.line(transcript.who, f"FAILED: {exc.method or 'call'} answered {exc.code} {exc.message}")
+        if exc.is_flood_wait:
+            phone = next(u.phone for u in USERS if u.name == transcript.who)
+            say(f"  (too many codes for +{phone} lately: wait {exc.seconds} s, or see MTLAB_AUTH_* knobs)")
+        return 1
+    except Exception as exc:  # a demo reports what broke, in one line, and stops
+        transcript.line(transcript.who, f"FAILED: {type(exc).__name__}: {exc}")
+        return 1
     say(f"demo done in {time.perf_counter() - transcript.started:.2f} s: {len(USERS)} users signed in over "
-        f"{' and '.join(u.transport_name for u in USERS)}; {MESSAGING}")
+        f"{' and '.join(u.transport_name for u in USERS)} and exchanged {shown} messages (one edited, all read)")
     return 0

@@ -45,7 +45,8 @@ def chat(stack: Stack, *args: str, stdin: str) -> subprocess.CompletedProcess[st
 def test_help_names_every_option(stack: Stack, command: str) -> None:
     done = stack.mtlab(command, "--help", timeout=30)
     assert done.returncode == 0 and f"usage: mtlab {command}" in done.stdout
-    expected = {"codes": ["--json"], "demo": [], "chat": ["--phone", "--code", "--name", "--transport"]}[command]
+    expected = {"codes": ["--json"], "demo": [], "chat": ["--phone", "--code", "--name", "--transport",
+                                                         "--websocket"]}[command]
     assert all(option in done.stdout for option in ["--data-dir", *expected])
 
 
@@ -71,9 +72,8 @@ def test_demo_signs_two_users_in_over_two_transports(stack: Stack) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "Alice" in out and "Bob" in out and "over abridged" in out and "over intermediate + obfuscated2" in out
-    assert out.count("users.getUsers [inputUserSelf] -> user ") == 2
-    assert out.count("account.getAuthorizations -> 1 device(s)") == 2
-    assert "messaging arrives with issue #4" in out
+    assert "Alice  auth.signUp 'Alice' -> signed up: user " in out and "Bob    auth.signUp 'Bob' -> signed up" in out
+    assert "demo done in " in out  # the messages they exchange: tests/mtlab/test_chat_messaging.py
 
 
 def test_chat_driven_through_a_pipe(stack: Stack) -> None:
@@ -85,10 +85,19 @@ def test_chat_driven_through_a_pipe(stack: Stack) -> None:
     assert "PHONE_CODE_INVALID" in out  # the wrong code was refused and the code asked for again
     assert "user " in out and "'Grace Hopper', phone +9996612345, self" in out
     assert "(this device): 'mtlab chat'" in out
-    assert "messaging arrives with issue #4" in out and "pong in " in out and "this DC 2" in out
+    assert "nobody chosen to write to" in out and "pong in " in out and "this DC 2" in out  # "hello": no peer yet
     assert "usage: /revoke HASH" in out
     assert out.rstrip().endswith("bye")  # /quit ended it: the /me after it was never run
     assert out.count("'Grace Hopper', phone") == 2  # the sign-up line and /me
+
+
+def test_chat_over_websocket(stack: Stack) -> None:
+    ws_port = running(stack).gateway_ws_port
+    done = chat(stack, "--phone", "9996633333", "--code", "33333", "--transport", "abridged", "--websocket",
+                stdin="/me\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"connecting to 127.0.0.1:{ws_port} over abridged + obfuscated2 over WebSocket" in done.stdout
+    assert "phone +9996633333, self" in done.stdout and done.stdout.rstrip().endswith("bye")
 
 
 def test_chat_revokes_another_device_and_ends_on_eof(stack: Stack) -> None:

@@ -1,0 +1,233 @@
+"""`mtlab chat` and `mtlab demo` send real messages, against one detached stack (`mtlab up --detach`: gateway,
+auth, messages, Postgres with two shard databases, Redis).
+
+Two `mtlab chat` processes talk to each other the way two people at two terminals would: each is driven through
+its stdin (a pipe) and its output read as it comes, so "B sees A's message" means B's poller printed it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import anyio
+import asyncpg
+import pytest
+
+from tests.helpers.stack import REPO, Stack, new_stack
+
+POLL = "0.2"  # seconds between the chats' looks for new messages (the default is 1)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with new_stack() as s:
+        done = s.up()
+        assert done.returncode == 0, done.stdout + done.stderr
+        yield s
+
+
+class ChatProcess:
+    """One `mtlab chat` subprocess: lines go in through stdin, its output is collected by a thread as it comes."""
+
+    def __init__(self, stack: Stack, phone: str, name: str) -> None:
+        code = phone[5] * 5  # test numbers 99966XYYYY: the code is X five times
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mtlab", "chat", "--data-dir", str(stack.data_dir), "--phone", phone, "--code",
+             code, "--name", name, "--poll", POLL],
+            cwd=REPO, env=stack.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1)
+        self.lines: list[str] = []
+        self.mark = 0  # expect() looks from here on
+        self._lock = threading.Lock()
+        self._collector = threading.Thread(target=self._collect, daemon=True)
+        self._collector.start()
+
+    def _collect(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, text: str, timeout: float = 20) -> str:
+        """The first line from the mark on that contains ``text`` (waiting for it); the mark moves past it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ended = self.proc.poll() is not None
+            if ended:
+                self._collector.join(timeout=5)  # everything it printed is in self.lines now
+            with self._lock:
+                for i in range(self.mark, len(self.lines)):
+                    if text in self.lines[i]:
+                        self.mark = i + 1
+                        return self.lines[i]
+            if ended or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} did not come within {timeout:.0f} s; the output:\n{self.output}")
+
+    def run(self, line: str, until: str) -> list[str]:
+        """Send ``line`` and return every line of output up to the one containing ``until``."""
+        start = self.mark
+        self.send(line)
+        self.expect(until)
+        with self._lock:
+            return self.lines[start:self.mark]
+
+    def quit(self) -> int:
+        self.send("/quit")
+        code = self.proc.wait(timeout=30)
+        self._collector.join(timeout=5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def two_chats(stack: Stack) -> Iterator[tuple[ChatProcess, ChatProcess]]:
+    a = ChatProcess(stack, "9996641001", "Alice Chat")
+    b = ChatProcess(stack, "9996652002", "Bob Chat")
+    try:
+        a.expect("signed in; /help")
+        b.expect("signed in; /help")  # B has looked at its chats: what A sends from now on is new to it
+        yield a, b
+    finally:
+        a.kill()
+        b.kill()
+
+
+def message_id(line: str) -> int:
+    match = re.search(r"#(\d+)", line)
+    assert match, line
+    return int(match.group(1))
+
+
+def position(lines: list[str], text: str) -> int:
+    found = [i for i, line in enumerate(lines) if text in line]
+    assert found, f"{text!r} not in:\n" + "\n".join(lines)
+    return found[0]
+
+
+def set_username(stack: Stack, user_id: int, username: str) -> None:
+    """What account.updateUsername will do once the auth service serves it: the column contacts.resolveUsername
+    reads, written in the stack's main database."""
+    dsn = stack.endpoint("postgres")["dsn"]
+
+    async def update() -> None:
+        con = await asyncpg.connect(dsn)
+        try:
+            await con.execute("UPDATE users SET username = $1 WHERE id = $2", username, user_id)
+        finally:
+            await con.close()
+
+    anyio.run(update)
+
+
+def test_two_chats_talk_to_each_other(stack: Stack, two_chats: tuple[ChatProcess, ChatProcess]) -> None:
+    a, b = two_chats
+    a.run("Hi Bob", "nobody chosen to write to: /to PHONE|@username|NAME first")
+    a.run("/add 9996699999", "nobody has the number +9996699999")
+    found = a.run("/add 9996652002 Bob", "plain lines now go to Bob Chat")
+    bob_id = int(next(line for line in found if "found Bob Chat" in line).split("(user ")[1].split(",")[0])
+    sent = a.run("Hi Bob, this is Alice", "sent #")[-1]
+    assert "to Bob Chat" in sent
+    first = message_id(sent)
+
+    # B's poller finds the message and prints it; B learns of A from its chat list, and picks her by name.
+    b.expect("[Alice Chat] Hi Bob, this is Alice")
+    b.run("/dialogs", "Alice Chat: 1 unread")
+    b.run("/to alice", "plain lines now go to Alice Chat")
+    b.run("Hello Alice!", "sent #")
+    a.expect("[Bob Chat] Hello Alice!")
+
+    history = a.run("/history", "Bob Chat: Hello Alice!")
+    assert any("the last 2 of 2 message(s) with Bob Chat" in line for line in history)
+    assert position(history, f"#{first} you: Hi Bob, this is Alice") < position(history, "Bob Chat: Hello Alice!")
+
+    b.run("/read", "marked your chat with Alice Chat read")
+    b.run("/dialogs", "Alice Chat: all read")
+    b.run("/read", "nothing unread from Alice Chat")
+
+    a.run(f"/edit {first} Hi Bob, it is Alice", f"edited #{first}")
+    b.run("/history 5", "Alice Chat: Hi Bob, it is Alice (edited)")
+    a.run("/edit 999999 nope", "error: 400 MESSAGE_ID_INVALID")
+    found = a.run("/search alice", "message(s) contain 'alice'")
+    a.expect("with Bob Chat: #")
+    assert "2 message(s) contain 'alice'" in found[-1]
+
+    a.run(f"/delete {first} --everyone", f"deleted 1 message(s) of #{first} for everyone")
+    after = a.run("/history", "Bob Chat: Hello Alice!")
+    assert not any("Hi Bob, it is Alice" in line for line in after)
+    after = b.run("/history", "you: Hello Alice!")
+    assert not any("Hi Bob, it is Alice" in line for line in after)
+    a.run(f"/delete {first}", f"nothing deleted: no message #{first} in your box")
+
+    # Other ways to name the peer: by number, by username.
+    a.run("/to Nobody Such", "nobody called 'Nobody Such'")
+    a.run("/to 9996652002", "plain lines now go to Bob Chat")
+    a.run("/to @nobody_here", "nobody has the username @nobody_here")
+    set_username(stack, bob_id, "bob_chat")
+    a.run("/to @Bob_Chat", "plain lines now go to Bob Chat")
+    a.run("/contacts", "Bob Chat  +9996652002")
+    a.run("By username", "sent #")
+    b.expect("[Alice Chat] By username")
+
+    assert a.quit() == 0 and b.quit() == 0
+    assert a.output.rstrip().endswith("bye") and b.output.rstrip().endswith("bye")
+    # Nobody's own messages came back to them as incoming ones.
+    assert "[Alice Chat]" not in a.output and "[Bob Chat]" not in b.output
+    assert b.output.count("[Alice Chat] Hi Bob, this is Alice") == 1
+
+
+def test_chat_help_lists_the_messaging_commands(stack: Stack) -> None:
+    done = subprocess.run([sys.executable, "-m", "mtlab", "chat", "--data-dir", str(stack.data_dir), "--phone",
+                           "9996663003", "--code", "66666", "--poll", "0"], cwd=REPO, env=stack.env,
+                          input="/help\n/history\n/dialogs\n", capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for command in ("/add PHONE", "/contacts", "/to PHONE|@username|NAME", "/dialogs", "/history [N]",
+                    "/edit ID TEXT", "/delete ID [--everyone]", "/read", "/search TEXT"):
+        assert f"  {command}" in done.stdout
+    assert "nobody chosen to write to" in done.stdout  # /history without a peer
+    assert "no chats yet" in done.stdout
+
+
+def test_demo_messages_between_alice_and_bob(stack: Stack) -> None:
+    done = stack.mtlab("demo", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    expected = [
+        "Alice  contacts.importContacts +9996620002 -> found Bob Demo",
+        "Alice  messages.sendMessage to Bob Demo: 'Hi Bob! Lunch tomorrow?' -> #",
+        "Alice  messages.sendMessage to Bob Demo: 'The usual place at noon' -> #",
+        "Bob    messages.getDialogs -> Alice Demo: 2 unread",
+        "Bob    messages.sendMessage to Alice Demo: 'Sounds good, see you there' -> #",
+        "Bob    messages.readHistory with Alice Demo -> read",
+        "Alice  messages.getDialogs -> Bob Demo: 1 unread, Bob has read both",
+        "Alice  messages.editMessage #",
+        "Bob    messages.getHistory with Alice Demo -> 3 messages",
+        " Alice: Hi Bob! Lunch tomorrow?",
+        " Alice: The usual place at 12:30 (edited)",
+        " Bob: Sounds good, see you there",
+        "demo done in ",
+    ]
+    at = [position(lines, text) for text in expected]
+    assert at == sorted(at), done.stdout
+    assert "exchanged 3 messages" in lines[-1]
