@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import asyncpg
 from prometheus_client import Counter, Histogram
 
 from mtproto.tl import api
@@ -188,15 +189,12 @@ async def send(deps: Messages, me: int, peer: tuple[int, int], drafts: list[Draf
     started = time.perf_counter()
     date = deps.now()
 
-    async def txn(con: db.Connection) -> tuple[list[MessageRow], bool, list[OutboxRow]]:
-        existing = [await store.by_random_id(con, shard, me, d.random_id) for d in drafts]
-        if all(m is not None for m in existing):
-            return [m for m in existing if m is not None], True, []
-        if any(m is not None for m in existing):
-            raise RpcError(400, "RANDOM_ID_DUPLICATE")
+    async def txn(con: db.Connection) -> list[OutboxRow]:
+        # Optimistic: a resend is rare, and the unique index on (owner, random_id) refuses it (caught below).
         last_id, last_pts = await store.advance(con, shard, me, messages=len(drafts), pts=len(drafts))
         first_id, first_pts = last_id - len(drafts) + 1, last_pts - len(drafts) + 1
-        rows = []
+        rows.clear()
+        pending: list[OutboxRow] = []
         for i, d in enumerate(drafts):
             reply_origin = None
             reply_to_id = None
@@ -209,21 +207,30 @@ async def send(deps: Messages, me: int, peer: tuple[int, int], drafts: list[Draf
                            date=date, message=d.message, entities=d.entities, media=d.media, reply_to_id=reply_to_id,
                            fwd_from_id=d.fwd_from_id, fwd_date=d.fwd_date, silent=d.silent, random_id=d.random_id,
                            origin_user=me, origin_id=first_id + i, pts=first_pts + i)
-            await store.insert_message(con, shard, m)
-            await store.log_update(con, shard, me, m.pts, 1, date, "updateNewMessage", render.new_message(m, m.pts))
-            if peer_id != me:
-                await store.add_outbox(con, shard, me, m.pts, "deliver", peer_id,
-                                       outbox.deliver_payload(m, reply_origin))
+            last = i == len(drafts) - 1
+            # One statement: the row, the log entry, the dialog, the outbox row; on the last, everything the
+            # sender has pending (this send's rows and any a crash left), to be delivered in order.
+            pending = await store.write_message(
+                con, shard, m, render.new_message(m, m.pts), deliver_to=peer_id if peer_id != me else None,
+                payload=outbox.deliver_payload(m, reply_origin) if peer_id != me else None, pending=last)
             rows.append(m)
-        await store.touch_dialog(con, shard, me, peer_type, peer_id, last_id, date)
-        # Everything the sender has pending, this send's rows and any an earlier crash left: delivered in order.
-        return rows, False, await store.pending_outbox(con, shard, me, 100)
+        return pending
 
-    rows, resent, pending = await deps.txn(shard, "send", txn)
-    SEND_SECONDS.observe(time.perf_counter() - started)
-    if resent:
+    async def resent(con: db.Connection) -> list[MessageRow | None]:
+        return [await store.by_random_id(con, shard, me, d.random_id) for d in drafts]
+
+    rows: list[MessageRow] = []
+    try:
+        pending = await deps.txn(shard, "send", txn)
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "messages_random_id":
+            raise
+        existing = await deps.txn(shard, "send_resent", resent)
+        if any(m is None for m in existing):
+            raise RpcError(400, "RANDOM_ID_DUPLICATE") from None  # some random_ids used before, some not
         DUPLICATES.inc()
-        return rows
+        return [m for m in existing if m is not None]
+    SEND_SECONDS.observe(time.perf_counter() - started)
     SENT.labels("private").inc(len(rows))
     deps.sends += 1
     if deps.config.crash_after_sends and deps.sends >= deps.config.crash_after_sends:

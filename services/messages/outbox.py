@@ -71,9 +71,7 @@ async def _apply_deliver(con: Connection, shard: int, row: OutboxRow) -> None:
                    date=p["date"], message=p["message"], entities=unb64(p["entities"]), media=unb64(p["media"]),
                    reply_to_id=reply_to_id, fwd_from_id=p["fwd_from_id"], fwd_date=p["fwd_date"],
                    silent=p["silent"], origin_user=source, origin_id=p["origin_id"], pts=pts)
-    await store.insert_message(con, shard, m)
-    await store.touch_dialog(con, shard, target, USER, source, m.id, m.date, unread=1)
-    await store.log_update(con, shard, target, pts, 1, m.date, "updateNewMessage", render.new_message(m, pts))
+    await store.write_message(con, shard, m, render.new_message(m, pts), unread=1)
 
 
 async def _apply_edit(con: Connection, shard: int, row: OutboxRow) -> None:
@@ -120,9 +118,7 @@ async def _apply_chat_deliver(con: Connection, shard: int, row: OutboxRow) -> No
     m = MessageRow(owner_id=target, id=last_id, peer_type=CHAT, peer_id=p["chat_id"], from_id=p["from_id"], out=out,
                    date=p["date"], message=p["message"], entities=unb64(p["entities"]), action=unb64(p["action"]),
                    origin_user=-p["chat_id"], origin_id=p["chat_msg_id"], pts=pts)
-    await store.insert_message(con, shard, m)
-    await store.touch_dialog(con, shard, target, CHAT, p["chat_id"], m.id, m.date, unread=0 if out else 1)
-    await store.log_update(con, shard, target, pts, 1, m.date, "updateNewMessage", render.new_message(m, pts))
+    await store.write_message(con, shard, m, render.new_message(m, pts), unread=0 if out else 1)
 
 
 async def _apply_membership(con: Connection, shard: int, row: OutboxRow) -> None:

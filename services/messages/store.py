@@ -116,6 +116,47 @@ async def insert_message(con: Connection, shard: int, m: MessageRow) -> None:
         m.origin_id, m.pts)
 
 
+_WRITE_MESSAGE = f"""
+WITH msg AS (
+    INSERT INTO messages (shard, {_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+), log AS (
+    INSERT INTO update_log (shard, owner_id, pts, pts_count, date, kind, body)
+    VALUES ($1, $2, $21, 1, $8, 'updateNewMessage', $22)
+), dialog AS (
+    INSERT INTO dialogs AS d (shard, owner_id, peer_type, peer_id, top_message, top_date, unread_count)
+    VALUES ($1, $2, $4, $5, $3, $8, $23)
+    ON CONFLICT (shard, owner_id, peer_type, peer_id) DO UPDATE SET top_message = greatest(d.top_message, $3),
+        top_date = greatest(d.top_date, $8), unread_count = d.unread_count + $23
+), box AS (
+    INSERT INTO outbox (shard, id, source_id, seq, kind, target_id, payload)
+    SELECT $1, $24, $2, $21, 'deliver', $25, $26::jsonb WHERE $25::bigint IS NOT NULL
+    RETURNING id, source_id, seq, kind, target_id, payload, attempts, created_at
+)
+"""
+_PENDING_TOO = """
+SELECT * FROM (SELECT id, source_id, seq, kind, target_id, payload, attempts, created_at FROM outbox
+               WHERE shard = $1 AND source_id = $2 ORDER BY seq, created_at LIMIT 100) AS earlier
+UNION ALL SELECT * FROM box ORDER BY seq, created_at
+"""
+
+
+async def write_message(con: Connection, shard: int, m: MessageRow, body: bytes, *, unread: int = 0,
+                        deliver_to: int | None = None, payload: dict[str, Any] | None = None,
+                        pending: bool = False) -> list[OutboxRow]:
+    """A new message in a box, in one statement: the row, its update-log entry (``body``, at ``m.pts``), the
+    dialog, and, with ``deliver_to``, the outbox row that delivers it to that user. With ``pending``, the answer
+    is every outbox row of the box's owner still to apply, this one included, in order (the caller drains them);
+    otherwise nothing. The owner's ``user_state`` must already be advanced (``advance``) in this transaction."""
+    rows = await con.fetch(
+        _WRITE_MESSAGE + (_PENDING_TOO if pending else "SELECT * FROM box"),
+        shard, m.owner_id, m.id, m.peer_type, m.peer_id, m.from_id, m.out, m.date, m.message, m.entities, m.media,
+        m.action, m.reply_to_id, m.fwd_from_id, m.fwd_date, m.edit_date, m.silent, m.random_id, m.origin_user,
+        m.origin_id, m.pts, body, unread, uuid.uuid4(), deliver_to, json.dumps(payload) if payload else None)
+    return [OutboxRow(r["id"], r["source_id"], r["seq"], r["kind"], r["target_id"], json.loads(r["payload"]),
+                      r["attempts"]) for r in rows] if pending else []
+
+
 async def by_random_id(con: Connection, shard: int, owner_id: int, random_id: int) -> MessageRow | None:
     row = await con.fetchrow(f"SELECT {_COLUMNS} FROM messages WHERE shard = $1 AND owner_id = $2 AND random_id = $3",
                              shard, owner_id, random_id)
