@@ -22,15 +22,15 @@ The protocol. Writers keep writing to the source for the whole move, except duri
    After a round the target equals the source as of S (a key with no entry in S has not changed since it was
    copied), and every change committed after S has an entry still in the log. Rounds repeat until the backlog is
    at most ``backlog_small`` entries.
-4. **the freeze**: ``pg_advisory_lock(1836346466, n)`` (exclusive) on the source. Writers hold the shared form
-   from ``mtlab_shard_enter`` until they commit, so taking it waits for the transactions in flight and queues
-   every new one. Under the lock: the last round (nothing changes any more, so the target now equals the
-   source), then row counts and an md5 checksum of each table's rows in key order, on both sides at once; then,
-   in this order, the source's ``shard_local`` says ``'gone'``, the target's ``'active'``, and one transaction in
-   the main database flips ``shard_map`` (physical, version + 1, moved_at) and records step **switched**. Then the
-   lock is released: the writers that waited see ``'gone'``, fail with ``MTL01``, and the router reloads the map
-   and runs them again on the target (shard_db/router.py). If the lock cannot be had within ``freeze_timeout``
-   (a long transaction on the shard), the move steps back (the queued writers go on), replays again and retries.
+4. **the freeze**: ``pg_advisory_lock(1836346466, n)`` (exclusive) on the source. Writers hold the shared form from
+   ``mtlab_shard_enter`` until they commit, so taking it waits for the transactions in flight and queues every new
+   one. Under the lock: the last round (nothing changes any more, so the target now equals the source), then row
+   counts and a checksum of each table's rows (a sum of 64-bit row hashes), on both sides at once; then, in this
+   order, the source's ``shard_local`` says ``'gone'``, the target's ``'active'``, and one transaction in the main
+   database flips ``shard_map`` (physical, version + 1, moved_at) and records step **switched**. Then the lock is
+   released: the writers that waited see ``'gone'``, fail with ``MTL01``, and the router reloads the map and runs
+   them again on the target (shard_db/router.py). If the lock cannot be had within ``freeze_timeout`` (a long
+   transaction on the shard), the move steps back (the queued writers go on), replays again and retries.
 5. **switched** → **done**: the triggers are dropped, the source's rows of ``n`` deleted in batches, its log rows
    too.
 
