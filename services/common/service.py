@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
+import anyio
 import asyncpg
 from prometheus_client import Counter, Histogram
 
 from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import INT, VECTOR_HEADER, TLDecodeError, TLFunction, TLObject, write_bool
 from services.common import redis as redis_
+from services.common.http import serve_http
 from services.common.rpc import Handler, RpcError, RpcServer, StreamHandler
 
 D = TypeVar("D")
@@ -106,3 +109,25 @@ def rpc_server(service: str, deps: D, methods: Mapping[type[TLFunction[Any]], Me
                streams: Mapping[int, StreamHandler] | None = None) -> RpcServer:
     handlers = {cls.CONSTRUCTOR_ID: rpc_handler(service, deps, cls, fn, log) for cls, fn in methods.items()}
     return RpcServer(service, handlers, dict(streams or {}))
+
+
+Task = Callable[[], Coroutine[Any, Any, None]]
+
+
+async def serve(service: str, server: RpcServer, *, host: str, rpc_port: int, metrics_port: int,
+                healthy: Callable[[], Awaitable[bool]], background: Sequence[Task] = (), log: logging.Logger) -> None:
+    """Run a service until SIGINT or SIGTERM: its internal RPC server, ``/metrics`` + ``/healthz``, and its
+    ``background`` tasks; print the line ``mtlab <service>: internal RPC on host:port ...`` once it listens (the
+    supervisor and the tests wait for it)."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            for task in background:
+                tg.start_soon(task)
+            tg.start_soon(serve_http, host, metrics_port, healthy)
+            port = await tg.start(server.serve, host, rpc_port)
+            print(f"mtlab {service}: internal RPC on {host}:{port}, metrics on http://{host}:{metrics_port}/metrics",
+                  flush=True)
+            async for signum in signals:
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                break
+            tg.cancel_scope.cancel()

@@ -16,12 +16,11 @@ SIGINT/SIGTERM stop it.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 
 import anyio
 
-from services.common import db
+from services.common import db, service
 from services.common import redis as redis_
 from services.common.config import (
     ConfigError,
@@ -32,7 +31,6 @@ from services.common.config import (
     messages_config,
     shard_config,
 )
-from services.common.http import serve_http
 from services.common.logs import setup as setup_logs
 from services.common.service import rpc_server
 from services.messages import channels, contacts, groups, handlers, outbox
@@ -77,18 +75,9 @@ async def main(config: MessagesConfig, shard_cfg: ShardConfig, data: DataConfig)
                     checks.append(False)
             return all(checks)
 
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(serve_http, config.host, config.metrics_port, healthy)
-                tg.start_soon(sweeper, deps, config.outbox_interval, config.outbox_batch)
-                server = rpc_server("messages", deps, METHODS, log)
-                port = await tg.start(server.serve, config.host, config.rpc_port)
-                print(f"mtlab messages: internal RPC on {config.host}:{port}, "
-                      f"metrics on http://{config.host}:{config.metrics_port}/metrics", flush=True)
-                async for signum in signals:
-                    log.info("%s: shutting down", signal.Signals(signum).name)
-                    break
-                tg.cancel_scope.cancel()
+        await service.serve("messages", rpc_server("messages", deps, METHODS, log), host=config.host,
+                            rpc_port=config.rpc_port, metrics_port=config.metrics_port, healthy=healthy,
+                            background=[lambda: sweeper(deps, config.outbox_interval, config.outbox_batch)], log=log)
     finally:
         with anyio.CancelScope(shield=True):
             await shards.close()
