@@ -9,11 +9,15 @@ that one delivery. Every copy carries the origin ``(-chat_id, group message id)`
 Membership changes are service messages (messageActionChatCreate, ChatAddUser, ChatDeleteUser) delivered the
 same way; a removed member gets the message that removes them, then nothing more.
 
+Editing one's message, or deleting one's messages for everyone, changes the author's copy first (handlers.py),
+then the group's copy on the group's shard (outbox kinds ``chat_edit`` and ``chat_revoke``), which writes an edit
+or a deletion for every other member (outbox.py).
+
 Methods: ``messages.createChat``, ``messages.addChatUser``, ``messages.deleteChatUser``, ``messages.getChats``,
-``messages.getFullChat``; ``messages.sendMessage`` to an ``inputPeerChat``; history, search, read marks and
-"delete for me" are the box's (handlers.py). Errors: CHAT_ID_INVALID, CHAT_TITLE_EMPTY, USERS_TOO_FEW,
-USERS_TOO_MUCH, USER_ALREADY_PARTICIPANT, USER_NOT_PARTICIPANT, CHAT_ADMIN_REQUIRED (403), RANDOM_ID_INVALID.
-Not built yet: editing and deleting for everyone in a group.
+``messages.getFullChat``; ``messages.sendMessage`` to an ``inputPeerChat``; history, search, read marks, edits and
+deletions are the box's (handlers.py). Errors: CHAT_ID_INVALID, CHAT_TITLE_EMPTY, USERS_TOO_FEW, USERS_TOO_MUCH,
+USER_ALREADY_PARTICIPANT, USER_NOT_PARTICIPANT, CHAT_ADMIN_REQUIRED (403), RANDOM_ID_INVALID. Not built: read
+receipts for senders, and the creator deleting other members' messages for everyone.
 """
 
 from __future__ import annotations

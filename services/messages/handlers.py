@@ -458,9 +458,11 @@ async def edit_message(deps: Messages, ctx: rpc.Context,
         await store.edit_message(con, shard, me, m.id, text, entities, date)
         edited = (await store.by_ids(con, shard, me, [m.id]))[0]
         await store.log_update(con, shard, me, pts, 1, date, "updateEditMessage", render.edit_message(edited, pts))
-        if peer_id != me:
-            await store.add_outbox(con, shard, me, pts, "edit", peer_id, {
-                "origin_id": m.origin_id, "message": text, "entities": outbox.b64(entities), "edit_date": date})
+        payload = {"origin_id": m.origin_id, "message": text, "entities": outbox.b64(entities), "edit_date": date}
+        if peer_type == CHAT:  # the group's copy first, then every other member's (groups.py)
+            await store.add_outbox(con, shard, me, pts, "chat_edit", peer_id, payload | {"chat_id": peer_id})
+        elif peer_id != me:
+            await store.add_outbox(con, shard, me, pts, "edit", peer_id, payload)
         return edited, pts
 
     edited, pts = await deps.txn(shard, "edit", txn)
@@ -494,13 +496,19 @@ async def delete_messages(deps: Messages, ctx: rpc.Context,
                                render.delete_messages([m.id for m in gone], pts))
         if q.revoke:
             by_peer: dict[int, dict[int, list[int]]] = {}
+            by_chat: dict[int, list[int]] = {}
             for m in gone:
                 if m.peer_type == USER and m.peer_id != me:
                     by_peer.setdefault(m.peer_id, {}).setdefault(m.origin_user, []).append(m.origin_id)
+                elif m.peer_type == CHAT and m.out:  # in a group, one's own messages (groups.py fans it out)
+                    by_chat.setdefault(m.peer_id, []).append(m.origin_id)
             for peer_id, origins in sorted(by_peer.items()):
                 for origin_user, origin_ids in sorted(origins.items()):
                     await store.add_outbox(con, shard, me, pts, "delete", peer_id, {
                         "origin_user": origin_user, "origin_ids": origin_ids, "date": date})
+            for chat_id, chat_msg_ids in sorted(by_chat.items()):
+                await store.add_outbox(con, shard, me, pts, "chat_revoke", chat_id,
+                                       {"chat_id": chat_id, "chat_msg_ids": chat_msg_ids, "date": date})
         return pts, len(gone)
 
     pts, pts_count = await deps.txn(shard, "delete", txn)

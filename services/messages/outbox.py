@@ -76,7 +76,7 @@ async def _apply_deliver(con: Connection, shard: int, row: OutboxRow) -> None:
 
 async def _apply_edit(con: Connection, shard: int, row: OutboxRow) -> None:
     p = row.payload
-    found = await store.by_origin(con, shard, row.target_id, row.source_id, [p["origin_id"]])
+    found = await store.by_origin(con, shard, row.target_id, p.get("origin_user", row.source_id), [p["origin_id"]])
     if not found:
         return  # the recipient deleted their copy: nothing to edit
     _, pts = await store.advance(con, shard, row.target_id, pts=1)
@@ -95,7 +95,8 @@ async def _apply_delete(con: Connection, shard: int, row: OutboxRow) -> None:
     ids = [m.id for m in copies]
     await store.delete_messages(con, shard, row.target_id, ids)
     _, pts = await store.advance(con, shard, row.target_id, pts=len(ids))
-    await store.refresh_dialog(con, shard, row.target_id, USER, row.source_id)
+    peer_type, peer_id = p.get("peer", (USER, row.source_id))
+    await store.refresh_dialog(con, shard, row.target_id, peer_type, peer_id)
     await store.log_update(con, shard, row.target_id, pts, len(ids), p["date"], "updateDeleteMessages",
                            render.delete_messages(ids, pts))
 
@@ -137,9 +138,50 @@ async def _apply_membership(con: Connection, shard: int, row: OutboxRow) -> None
                            render.channel_changed(p["channel_id"]))
 
 
+async def _members_but(con: Connection, shard: int, chat_id: int, user_id: int) -> tuple[list[int], int]:
+    """The group's other members, and the seq its outbox rows take now: the group's newest message id, so an edit
+    or a deletion always sorts after the delivery of the message it changes (rows of one source apply in seq
+    order, then in the order they were written)."""
+    rows = await con.fetch("SELECT user_id FROM chat_members WHERE shard = $1 AND chat_id = $2 AND user_id <> $3 "
+                           "ORDER BY user_id", shard, chat_id, user_id)
+    seq = await con.fetchval("SELECT last_msg_id FROM chats WHERE shard = $1 AND id = $2", shard, chat_id)
+    return [r["user_id"] for r in rows], int(seq or 0)
+
+
+async def _apply_chat_edit(con: Connection, shard: int, row: OutboxRow) -> None:
+    """A member edited their group message: the group's copy, then an edit for every other member's box."""
+    p = row.payload
+    done = await con.execute("UPDATE chat_messages SET message = $4, entities = $5 WHERE shard = $1 AND chat_id = $2 "
+                             "AND id = $3 AND from_id = $6", shard, p["chat_id"], p["origin_id"], p["message"],
+                             unb64(p["entities"]), row.source_id)
+    if done == "UPDATE 0":
+        return  # deleted meanwhile, or not theirs
+    members, seq = await _members_but(con, shard, p["chat_id"], row.source_id)
+    for member in members:
+        await store.add_outbox(con, shard, -p["chat_id"], seq, "edit", member, p | {"origin_user": -p["chat_id"]})
+
+
+async def _apply_chat_revoke(con: Connection, shard: int, row: OutboxRow) -> None:
+    """A member deleted their group messages for everyone: the group's copies, then every other member's."""
+    p = row.payload
+    gone = await con.fetch("DELETE FROM chat_messages WHERE shard = $1 AND chat_id = $2 AND id = ANY($3) AND "
+                           "from_id = $4 RETURNING id", shard, p["chat_id"], p["chat_msg_ids"], row.source_id)
+    if not gone:
+        return
+    ids = sorted(r["id"] for r in gone)
+    members, seq = await _members_but(con, shard, p["chat_id"], row.source_id)
+    for member in members:
+        await store.add_outbox(con, shard, -p["chat_id"], seq, "delete", member, {
+            "origin_user": -p["chat_id"], "origin_ids": ids, "date": p["date"], "peer": [CHAT, p["chat_id"]]})
+
+
+#: Kinds applied on a group's shard that leave rows for its members: the group's outbox is drained right after.
+FAN_OUT = frozenset({"chat_edit", "chat_revoke"})
+
 APPLY: dict[str, Callable[[Connection, int, OutboxRow], Awaitable[None]]] = {
     "deliver": _apply_deliver, "edit": _apply_edit, "delete": _apply_delete, "read": _apply_read,
     "join": _apply_membership, "leave": _apply_membership, "chat_deliver": _apply_chat_deliver,
+    "chat_edit": _apply_chat_edit, "chat_revoke": _apply_chat_revoke,
 }
 
 
@@ -155,7 +197,9 @@ async def apply(deps: Messages, row: OutboxRow) -> bool:
 
     applied = await deps.shards.txn(shard, f"messages.outbox_{row.kind}", txn)
     APPLIED.labels(row.kind, "applied" if applied else "duplicate").inc()
-    if applied:
+    if row.kind in FAN_OUT:
+        await drain(deps, shard, -row.target_id)  # the group's rows for its members (also after a duplicate)
+    elif applied:
         await deps.notify(row.target_id)
     return applied
 

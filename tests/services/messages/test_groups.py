@@ -84,3 +84,41 @@ def test_a_group_message_lands_in_every_members_box(database: str) -> None:
         assert {type(d.peer).__name__ for d in dialogs.dialogs} == {"PeerChat", "PeerUser"}
 
     run(database, body)
+
+
+def test_editing_and_deleting_for_everyone_in_a_group(database: str) -> None:
+    async def body(lab: MessageLab) -> None:
+        alice, bob, carol = [await lab.user(n) for n in ("Alice", "Bob", "Carol")]
+        await lab.call(carol, F.SendMessage(peer=lab.peer(bob), message="shifts bob's ids", random_id=1))
+        made = await lab.call(alice, F.CreateChat(users=[input_user(bob), input_user(carol)], title="Edits"))
+        chat_id = made.updates.chats[0].id
+        peer = api.types.InputPeerChat(chat_id=chat_id)
+        sent = await lab.call(bob, F.SendMessage(peer=peer, message="tpyo", random_id=5))
+        [bob_id] = [u.id for u in sent.updates if isinstance(u, api.types.UpdateMessageID)]
+        await lab.call(alice, F.SendMessage(peer=peer, message="keep me", random_id=6))
+
+        with pytest.raises(RpcError, match="MESSAGE_AUTHOR_REQUIRED"):
+            await lab.call(alice, F.EditMessage(peer=peer, id=2, message="not hers"))  # alice's copy of bob's
+        edited = await lab.call(bob, F.EditMessage(peer=peer, id=bob_id, message="typo"))
+        assert edited.updates[0].message.message == "typo"
+        for user in (alice, bob, carol):
+            assert (await texts(lab, user, chat_id))[:2] == ["keep me", "typo"]
+        assert [r["message"] for r in await lab.shard_rows(
+            "SELECT message FROM chat_messages WHERE chat_id = $1 AND from_id = $2", chat_id, bob.id)] == ["typo"]
+
+        done = await lab.call(bob, F.DeleteMessages(revoke=True, id=[bob_id]))
+        assert done.pts_count == 1
+        for user in (alice, bob, carol):
+            assert (await texts(lab, user, chat_id))[0] == "keep me" and "typo" not in await texts(lab, user, chat_id)
+        # alice "deletes for everyone" a message she did not write: only her own copy goes
+        carol_copy = await lab.call(carol, F.GetHistory(peer=peer, offset_id=0, offset_date=0, add_offset=0,
+                                                        limit=1, max_id=0, min_id=0, hash=0))
+        await lab.call(carol, F.DeleteMessages(revoke=True, id=[carol_copy.messages[0].id]))
+        assert "keep me" not in await texts(lab, carol, chat_id)
+        assert (await texts(lab, alice, chat_id))[0] == "keep me"
+        assert await lab.shard_rows("SELECT id FROM outbox") == []
+        dialogs = await lab.call(carol, F.GetDialogs(offset_date=0, offset_id=0,
+                                                     offset_peer=api.types.InputPeerEmpty(), limit=10, hash=0))
+        assert all(d.unread_count >= 0 for d in dialogs.dialogs)
+
+    run(database, body)
