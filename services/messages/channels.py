@@ -13,7 +13,7 @@ the channel, written as ``-channel_id``).
 
 Methods: ``channels.createChannel``, ``channels.joinChannel``, ``channels.leaveChannel``, ``channels.getChannels``,
 ``channels.getMessages``, ``channels.readHistory``, ``channels.deleteMessages``, ``messages.getMessagesViews``;
-and through the messages.* methods with a channel peer: ``sendMessage``, ``getHistory``.
+and through the messages.* methods with a channel peer: ``sendMessage``, ``getHistory``, ``editMessage``.
 Errors: CHANNEL_INVALID, CHANNEL_PRIVATE (not a member), CHAT_WRITE_FORBIDDEN (403: not an admin of a broadcast
 channel), CHAT_TITLE_EMPTY, USER_ALREADY_PARTICIPANT, USER_NOT_PARTICIPANT, MESSAGE_DELETE_FORBIDDEN (403).
 """
@@ -551,7 +551,50 @@ async def get_dialogs(deps: Messages, ctx: rpc.Context, q: api.functions.message
     return api.types.messages.Dialogs(dialogs=dialogs, messages=messages, chats=chats, users=page.users)
 
 
+async def edit_message(deps: Messages, ctx: rpc.Context, q: api.functions.messages.EditMessage) -> Result:
+    """An edit of a channel post (its author, or an admin of a broadcast channel): one row and one channel-log
+    entry on the channel's shard, like the post itself."""
+    if not isinstance(q.peer, api.types.InputPeerChannel):
+        return await handlers.edit_message(deps, ctx, q)
+    me = _me(ctx)
+    c = await resolve(deps, q.peer.channel_id, q.peer.access_hash)
+    if q.message is None:
+        raise RpcError(400, "MESSAGE_NOT_MODIFIED")
+    text, entities = _text(deps, q.message), render.encode_entities(q.entities)
+    shard = deps.shards.for_chat(c.id)
+    date = deps.now()
+
+    async def txn(con: db.Connection) -> tuple[ChannelRow, PostRow]:
+        my_role = await role(con, shard, c.id, me)
+        if my_role is None:
+            raise RpcError(400, "CHANNEL_PRIVATE")
+        old = await con.fetchrow(f"SELECT {_POST} FROM channel_messages WHERE shard = $1 AND "  # noqa: S608
+                                 "channel_id = $2 AND id = $3 FOR UPDATE", shard, c.id, q.id)
+        if old is None or old["action"] is not None:
+            raise RpcError(400, "MESSAGE_ID_INVALID")
+        if old["from_id"] != me and not (c.broadcast and my_role != "member"):
+            raise RpcError(403, "MESSAGE_AUTHOR_REQUIRED")
+        if old["message"] == text and (bytes(old["entities"]) if old["entities"] is not None else None) == entities:
+            raise RpcError(400, "MESSAGE_NOT_MODIFIED")
+        _, pts = await _advance(con, shard, c.id, messages=0, pts=1)
+        row = await con.fetchrow(f"UPDATE channel_messages SET message = $4, entities = $5, edit_date = $6 "  # noqa: S608
+                                 f"WHERE shard = $1 AND channel_id = $2 AND id = $3 RETURNING {_POST}",
+                                 shard, c.id, q.id, text, entities, date)
+        now = await load(con, shard, c.id)
+        assert row is not None and now is not None  # noqa: S101 - both locked above
+        p = _post(row)
+        await _log(con, shard, c.id, pts, 1, date, "updateEditChannelMessage", api.types.UpdateEditChannelMessage(
+            message=render_post(p, now, viewer=0), pts=pts, pts_count=1).to_bytes())
+        return now, p
+
+    now, p = await deps.txn(shard, "channel_edit", txn)
+    await deps.notify_channel(c.id)
+    return await _updates(deps, me, now, [api.types.UpdateEditChannelMessage(
+        message=render_post(p, now, viewer=me), pts=now.pts, pts_count=1)], [p])
+
+
 METHODS |= {
+    api.functions.messages.EditMessage: edit_message,
     api.functions.messages.SendMessage: send_message,
     api.functions.messages.GetHistory: get_history,
     api.functions.messages.GetDialogs: get_dialogs,

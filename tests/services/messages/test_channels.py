@@ -122,3 +122,28 @@ def test_dialogs_views_reads_deletes_and_leaving(database: str) -> None:
             await lab.call(sub, CH.LeaveChannel(channel=input_channel(peer)))
 
     run(database, body)
+
+
+def test_a_post_is_edited_by_its_author_or_an_admin(database: str) -> None:
+    async def body(lab: MessageLab) -> None:
+        owner, sub = await lab.user("Owner"), await lab.user("Sub")
+        peer = lab.channel(await lab.call(owner, CH.CreateChannel(broadcast=True, title="News", about="")))
+        await lab.call(sub, CH.JoinChannel(channel=input_channel(peer)))
+        await lab.call(owner, F.SendMessage(peer=peer, message="tpyo", random_id=1))
+        edited = await lab.call(owner, F.EditMessage(peer=peer, id=2, message="typo"))
+        [update] = edited.updates
+        assert isinstance(update, api.types.UpdateEditChannelMessage) and update.pts == 3
+        assert (update.message.message, update.message.edit_date is not None) == ("typo", True)
+        page = await history(lab, sub, peer)
+        assert page.messages[0].message == "typo" and page.pts == 3
+        with pytest.raises(RpcError, match="MESSAGE_AUTHOR_REQUIRED"):
+            await lab.call(sub, F.EditMessage(peer=peer, id=2, message="mine now"))
+        with pytest.raises(RpcError, match="MESSAGE_NOT_MODIFIED"):
+            await lab.call(owner, F.EditMessage(peer=peer, id=2, message="typo"))
+        with pytest.raises(RpcError, match="MESSAGE_ID_INVALID"):
+            await lab.call(owner, F.EditMessage(peer=peer, id=1, message="the creation notice"))
+        kinds = [r["kind"] for r in await lab.shard_rows(
+            "SELECT kind FROM channel_update_log WHERE channel_id = $1 ORDER BY pts", peer.channel_id)]
+        assert kinds == ["updateNewChannelMessage", "updateNewChannelMessage", "updateEditChannelMessage"]
+
+    run(database, body)
