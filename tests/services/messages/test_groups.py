@@ -121,4 +121,15 @@ def test_editing_and_deleting_for_everyone_in_a_group(database: str) -> None:
                                                      offset_peer=api.types.InputPeerEmpty(), limit=10, hash=0))
         assert all(d.unread_count >= 0 for d in dialogs.dialogs)
 
+        # out of the group into a private chat: a forward names the group message's author
+        alice_copy = await lab.call(alice, F.GetHistory(peer=peer, offset_id=0, offset_date=0, add_offset=0,
+                                                        limit=1, max_id=0, min_id=0, hash=0))
+        fwd = await lab.call(alice, F.ForwardMessages(from_peer=peer, id=[alice_copy.messages[0].id], random_id=[9],
+                                                      to_peer=lab.peer(carol)))
+        [new] = [u.message for u in fwd.updates if isinstance(u, api.types.UpdateNewMessage)]
+        assert (new.message, new.fwd_from.from_id) == ("keep me", api.types.PeerUser(user_id=alice.id))
+        with pytest.raises(RpcError, match="PEER_ID_INVALID"):  # into a group: not built
+            await lab.call(alice, F.ForwardMessages(from_peer=lab.peer(carol), id=[new.id], random_id=[10],
+                                                    to_peer=peer))
+
     run(database, body)
