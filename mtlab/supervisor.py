@@ -68,7 +68,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mtlab import servers
 from mtlab.servers import ServerInfo
-from services.common.config import AuthConfig, GatewayConfig, MessagesConfig, load
+from services.common.config import AuthConfig, GatewayConfig, MessagesConfig, UpdatesConfig, load
 
 STATE_FILE = "supervisor.json"
 LOCK_FILE = "supervisor.lock"
@@ -208,6 +208,13 @@ SERVICES: tuple[Service, ...] = (
                Port("metrics_port", "HTTP /metrics and /healthz")),
         protocol="internal RPC", address_port="rpc_port",
     ),
+    # updates after messages, whose first start creates the shard map it reads.
+    Service(
+        name="updates", module="services.updates", prefix="UPDATES", config=UpdatesConfig,
+        ports=(Port("rpc_port", "internal RPC (the gateways connect here)"),
+               Port("metrics_port", "HTTP /metrics and /healthz")),
+        protocol="internal RPC", address_port="rpc_port",
+    ),
     Service(
         name="gateway", module="services.gateway", prefix="GATEWAY", config=GatewayConfig,
         ports=(Port("port", "MTProto TCP port, every transport"),
@@ -218,9 +225,11 @@ SERVICES: tuple[Service, ...] = (
         env=lambda stack: {"MTLAB_GATEWAY_AUTH_HOST": stack["auth"].host,
                            "MTLAB_GATEWAY_AUTH_PORT": str(stack["auth"].ports["rpc_port"]),
                            "MTLAB_GATEWAY_MESSAGES_HOST": stack["messages"].host,
-                           "MTLAB_GATEWAY_MESSAGES_PORT": str(stack["messages"].ports["rpc_port"])},
+                           "MTLAB_GATEWAY_MESSAGES_PORT": str(stack["messages"].ports["rpc_port"]),
+                           "MTLAB_GATEWAY_UPDATES_HOST": stack["updates"].host,
+                           "MTLAB_GATEWAY_UPDATES_PORT": str(stack["updates"].ports["rpc_port"])},
     ),
-    # Next: media and updates, one entry each.
+    # Next: media.
 )
 
 

@@ -45,6 +45,9 @@ class GatewayConfig:
     messages_host: str = _knob("", "the message service's internal RPC address; empty: no message service (messages.* "
                                    "calls get 500 SERVICE_UNAVAILABLE)")
     messages_port: int = _knob(4432, "the message service's internal RPC port")
+    updates_host: str = _knob("", "the updates service's internal RPC address; empty: none (updates.getState falls "
+                                  "back to the message service)")
+    updates_port: int = _knob(4433, "the updates service's internal RPC port")
     calls_per_connection: int = _knob(64, "RPCs one connection may have waiting on services; beyond, reading pauses")
     rpc_timeout: float = _knob(30.0, "seconds a service may take to answer before the client gets 500 RPC_TIMEOUT")
     key_cache_size: int = _knob(100_000, "auth-key records cached in this process (LRU; kept fresh by keys.watch)")
@@ -114,6 +117,18 @@ class MessagesConfig:
                                        "the outbox sweeper delivers (what a crash between the two commits leaves)")
     crash_after_sends: int = _knob(0, "fault injection for labs and tests: the process exits (code 70) right after "
                                       "the Nth send commits, before delivering it; 0: never")
+
+
+@dataclass(frozen=True)
+class UpdatesConfig:
+    """The updates service (services/updates)."""
+
+    host: str = _knob("127.0.0.1", "address the internal RPC and metrics listeners bind")
+    rpc_port: int = _knob(4433, "internal RPC port the gateways connect to")
+    metrics_port: int = _knob(9433, "HTTP port of /metrics and /healthz")
+    pool_size: int = _knob(5, "Postgres connections to the main database (users) this process keeps at most")
+    difference_limit: int = _knob(1000, "updates one getDifference answer carries at most (then a slice)")
+    too_long: int = _knob(10_000, "a client this many pts behind gets differenceTooLong and reloads its chats")
 
 
 @dataclass(frozen=True)
@@ -205,6 +220,14 @@ def messages_config(env: Mapping[str, str] | None = None) -> MessagesConfig:
     for name in ("txn_retries", "crash_after_sends"):
         if getattr(config, name) < 0:
             raise ConfigError(f"MTLAB_MESSAGES_{name.upper()} must not be negative")
+    return config
+
+
+def updates_config(env: Mapping[str, str] | None = None) -> UpdatesConfig:
+    config: UpdatesConfig = load(UpdatesConfig, "UPDATES", env)
+    for name in ("pool_size", "difference_limit", "too_long"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"MTLAB_UPDATES_{name.upper()} must be positive")
     return config
 
 

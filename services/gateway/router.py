@@ -110,15 +110,15 @@ def error(code: int, message: str) -> Answer:
 #: needs an authorized key, and that check comes before the method is even looked up.
 NO_AUTH_NAMESPACES = ("auth.", "help.", "langpack.", "ping", "ping_delay_disconnect")
 
-#: Which service owns which methods. updates.getState is the message service's (it keeps the update log)
-#: and updates.getDifference the auth service's (an empty difference) until the updates service exists.
+#: Which service owns which methods: the updates service answers from the logs the message service writes.
 SERVICE_BY_NAMESPACE = {"auth": "auth", "account": "auth", "users": "auth", "help": "auth",
                         "messages": "messages", "channels": "messages", "contacts": "messages"}
-SERVICE_BY_METHOD = {"updates.getState": "messages", "updates.getDifference": "auth"}
+SERVICE_BY_METHOD = {"updates.getState": "updates", "updates.getDifference": "updates",
+                     "updates.getChannelDifference": "updates"}
 
-#: Where a method goes when its owner is not part of this stack (a gateway started with the auth service
-#: alone, as some tests do): the service that answered it before its owner existed.
-FALLBACK = {"updates.getState": "auth"}
+#: Where a method goes when its owner is not part of this stack (a gateway started with fewer services, as some
+#: tests do): the first of these that is.
+FALLBACK = {"updates.getState": ("messages", "auth"), "updates.getDifference": ("auth",)}
 
 #: What a temporary key may call before it is bound to a permanent key (core.telegram.org/api/pfs).
 UNBOUND_TEMP_KEY_METHODS = frozenset({"auth.bindTempAuthKey", "help.getConfig", "help.getNearestDc"})
@@ -136,8 +136,8 @@ def service_for(name: str, available: Collection[str] | None = None) -> str | No
     """The service that answers ``name``; with ``available``, its fallback when the owner is not among them."""
     if name in SERVICE_BY_METHOD:
         owner = SERVICE_BY_METHOD[name]
-        if available is not None and owner not in available and name in FALLBACK:
-            return FALLBACK[name]
+        if available is not None and owner not in available:
+            return next((s for s in FALLBACK.get(name, ()) if s in available), owner)
         return owner
     namespace, dot, _ = name.partition(".")
     return SERVICE_BY_NAMESPACE.get(namespace) if dot else None

@@ -566,6 +566,9 @@ async def main(config: GatewayConfig) -> None:
         if config.messages_host:
             services["messages"] = await stack.enter_async_context(
                 RpcClient("messages", config.messages_host, config.messages_port))
+        if config.updates_host:
+            services["updates"] = await stack.enter_async_context(
+                RpcClient("updates", config.updates_host, config.updates_port))
         keys = AuthServiceKeyStore(auth, size=config.key_cache_size)
         gateway = Gateway.from_config(config, keys, router.Router(services, timeout=config.rpc_timeout))
         await _run(config, gateway, keys)

@@ -26,17 +26,20 @@ def err(answer: Answer | None) -> tuple[int, str] | None:
 @pytest.mark.parametrize(
     ("name", "service"),
     [("auth.sendCode", "auth"), ("account.resetAuthorization", "auth"), ("users.getFullUser", "auth"),
-     ("help.getConfig", "auth"), ("updates.getState", "messages"), ("updates.getDifference", "auth"),
-     ("updates.getChannelDifference", None), ("messages.sendMessage", "messages"), ("channels.joinChannel", "messages"),
-     ("contacts.importContacts", "messages"), ("ping", None), ("0x12345678", None)],
+     ("help.getConfig", "auth"), ("updates.getState", "updates"), ("updates.getDifference", "updates"),
+     ("updates.getChannelDifference", "updates"), ("messages.sendMessage", "messages"),
+     ("channels.joinChannel", "messages"), ("contacts.importContacts", "messages"), ("ping", None),
+     ("0x12345678", None)],
 )
 def test_methods_route_by_namespace_with_exceptions_by_name(name: str, service: str | None) -> None:
     assert router.service_for(name) == service
 
 
 def test_a_method_falls_back_while_its_owner_is_not_in_the_stack() -> None:
+    assert router.service_for("updates.getState", {"auth", "messages", "updates"}) == "updates"
     assert router.service_for("updates.getState", {"auth", "messages"}) == "messages"
     assert router.service_for("updates.getState", {"auth"}) == "auth"  # a gateway started with auth alone
+    assert router.service_for("updates.getDifference", {"auth", "messages"}) == "auth"
     assert router.service_for("messages.sendMessage", {"auth"}) == "messages"  # no fallback: 500 at forward
 
 

@@ -21,7 +21,13 @@ _T_UPDATES_CHANNELDIFFERENCE: TypeRef[TypeChannelDifference] = TypeRef(
     0x3e11affb,
     0xa4bcc6fe,
 )
-_T_UPDATES_DIFFERENCE: TypeRef[TypeDifference] = TypeRef("updates.Difference", 0x4afe8f6d, 0x5d75a138)
+_T_UPDATES_DIFFERENCE: TypeRef[TypeDifference] = TypeRef(
+    "updates.Difference",
+    0x00f49ca0,
+    0x4afe8f6d,
+    0x5d75a138,
+    0xa8fb1981,
+)
 _T_UPDATES_STATE: TypeRef[TypeState] = TypeRef("updates.State", 0xa56c2a3e)
 
 

@@ -31,6 +31,7 @@ _T_CHATPARTICIPANTS: TypeRef[TypeChatParticipants] = TypeRef("ChatParticipants",
 _T_CHATPHOTO: TypeRef[TypeChatPhoto] = TypeRef("ChatPhoto", 0x1c6e1c11, 0x37c1011c)
 _T_COMMUNITYPEER: TypeRef[TypeCommunityPeer] = TypeRef("CommunityPeer", 0x76141ebd)
 _T_DCOPTION: TypeRef[TypeDcOption] = TypeRef("DcOption", 0x18b7a10d)
+_T_ENCRYPTEDFILE: TypeRef[TypeEncryptedFile] = TypeRef("EncryptedFile", 0xa8008cd8, 0xc21f497e)
 _T_FOLDER: TypeRef[TypeFolder] = TypeRef("Folder", 0xff544e65)
 _T_INPUTCHANNEL: TypeRef[TypeInputChannel] = TypeRef("InputChannel", 0x5b934f9d, 0xee8c1e86, 0xf35aec28)
 _T_INPUTPEER: TypeRef[TypeInputPeer] = TypeRef(
@@ -7135,6 +7136,111 @@ class BotInfo(TLObject):
         )
 
 
+@dataclass(slots=True, kw_only=True)
+class EncryptedMessage(TLObject):
+    """
+    ``encryptedMessage#ed18c118 random_id:long chat_id:int date:int bytes:bytes file:EncryptedFile =
+    EncryptedMessage;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xed18c118
+    TL_NAME: ClassVar[str] = "encryptedMessage"
+
+    random_id: int
+    chat_id: int
+    date: int
+    bytes: bytes
+    file: TypeEncryptedFile
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.random_id)
+        out += INT.pack(self.chat_id)
+        out += INT.pack(self.date)
+        write_bytes(out, self.bytes)
+        self.file._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> EncryptedMessage:
+        _random_id = r.read_long()
+        _chat_id = r.read_int()
+        _date = r.read_int()
+        _bytes = r.read_bytes()
+        _file = r.read_boxed(_T_ENCRYPTEDFILE)
+        return cls(random_id=_random_id, chat_id=_chat_id, date=_date, bytes=_bytes, file=_file)
+
+
+@dataclass(slots=True, kw_only=True)
+class EncryptedMessageService(TLObject):
+    """``encryptedMessageService#23734b06 random_id:long chat_id:int date:int bytes:bytes = EncryptedMessage;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x23734b06
+    TL_NAME: ClassVar[str] = "encryptedMessageService"
+
+    random_id: int
+    chat_id: int
+    date: int
+    bytes: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.random_id)
+        out += INT.pack(self.chat_id)
+        out += INT.pack(self.date)
+        write_bytes(out, self.bytes)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> EncryptedMessageService:
+        _random_id = r.read_long()
+        _chat_id = r.read_int()
+        _date = r.read_int()
+        _bytes = r.read_bytes()
+        return cls(random_id=_random_id, chat_id=_chat_id, date=_date, bytes=_bytes)
+
+
+@dataclass(slots=True, kw_only=True)
+class EncryptedFileEmpty(TLObject):
+    """``encryptedFileEmpty#c21f497e = EncryptedFile;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xc21f497e
+    TL_NAME: ClassVar[str] = "encryptedFileEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> EncryptedFileEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class EncryptedFile(TLObject):
+    """``encryptedFile#a8008cd8 id:long access_hash:long size:long dc_id:int key_fingerprint:int = EncryptedFile;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xa8008cd8
+    TL_NAME: ClassVar[str] = "encryptedFile"
+
+    id: int
+    access_hash: int
+    size: int
+    dc_id: int
+    key_fingerprint: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        out += LONG.pack(self.access_hash)
+        out += LONG.pack(self.size)
+        out += INT.pack(self.dc_id)
+        out += INT.pack(self.key_fingerprint)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> EncryptedFile:
+        _id = r.read_long()
+        _access_hash = r.read_long()
+        _size = r.read_long()
+        _dc_id = r.read_int()
+        _key_fingerprint = r.read_int()
+        return cls(id=_id, access_hash=_access_hash, size=_size, dc_id=_dc_id, key_fingerprint=_key_fingerprint)
+
+
 TypeAuthorization: TypeAlias = Authorization
 TypeBotInfo: TypeAlias = BotInfo
 TypeChannelMessagesFilter: TypeAlias = ChannelMessagesFilterEmpty | ChannelMessagesFilter
@@ -7149,6 +7255,8 @@ TypeConfig: TypeAlias = Config
 TypeContact: TypeAlias = Contact
 TypeDcOption: TypeAlias = DcOption
 TypeDialog: TypeAlias = Dialog | DialogFolder | DialogCommunity
+TypeEncryptedFile: TypeAlias = EncryptedFileEmpty | EncryptedFile
+TypeEncryptedMessage: TypeAlias = EncryptedMessage | EncryptedMessageService
 TypeError_: TypeAlias = Error
 TypeFolder: TypeAlias = Folder
 TypeForumTopic: TypeAlias = ForumTopicDeleted | ForumTopic
@@ -7463,6 +7571,10 @@ register(
     PhotoPathSize,
     CommunityPeer,
     BotInfo,
+    EncryptedMessage,
+    EncryptedMessageService,
+    EncryptedFileEmpty,
+    EncryptedFile,
 )
 
 __all__ = [
@@ -7493,6 +7605,10 @@ __all__ = [
     "Dialog",
     "DialogCommunity",
     "DialogFolder",
+    "EncryptedFile",
+    "EncryptedFileEmpty",
+    "EncryptedMessage",
+    "EncryptedMessageService",
     "Error",
     "Folder",
     "ForumTopic",
@@ -7622,6 +7738,8 @@ __all__ = [
     "TypeContact",
     "TypeDcOption",
     "TypeDialog",
+    "TypeEncryptedFile",
+    "TypeEncryptedMessage",
     "TypeError_",
     "TypeFolder",
     "TypeForumTopic",

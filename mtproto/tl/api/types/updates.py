@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, ClassVar, TypeAlias
 from mtproto.tl.runtime import INT, UINT, VECTOR_HEADER, Reader, TLObject, TypeRef, register
 
 if TYPE_CHECKING:
-    from mtproto.tl.api.types import TypeChat, TypeDialog, TypeMessage, TypeUpdate, TypeUser
+    from mtproto.tl.api.types import TypeChat, TypeDialog, TypeEncryptedMessage, TypeMessage, TypeUpdate, TypeUser
 
 _T_CHAT: TypeRef[TypeChat] = TypeRef("Chat", 0x17d493d5, 0x29562865, 0x41cbf256, 0x6592a1a7, 0xd49f34c6)
 _T_DIALOG: TypeRef[TypeDialog] = TypeRef("Dialog", 0x71bd134c, 0xf78a0973, 0xfc89f7f3)
+_T_ENCRYPTEDMESSAGE: TypeRef[TypeEncryptedMessage] = TypeRef("EncryptedMessage", 0x23734b06, 0xed18c118)
 _T_MESSAGE: TypeRef[TypeMessage] = TypeRef("Message", 0x7600b9d3, 0x7a800e0a, 0x90a6ca84)
 _T_UPDATE: TypeRef[TypeUpdate] = TypeRef(
     "Update",
@@ -31,6 +32,7 @@ _T_UPDATE: TypeRef[TypeUpdate] = TypeRef(
     0xc32d5b12,
     0xe40370a3,
 )
+_T_UPDATES_STATE: TypeRef[TypeState] = TypeRef("updates.State", 0xa56c2a3e)
 _T_USER: TypeRef[TypeUser] = TypeRef("User", 0xb1b8cc83, 0xd3bc4b7a)
 
 
@@ -237,17 +239,135 @@ class ChannelDifference(TLObject):
         )
 
 
+@dataclass(slots=True, kw_only=True)
+class Difference(TLObject):
+    """
+    ``updates.difference#f49ca0 new_messages:Vector<Message> new_encrypted_messages:Vector<EncryptedMessage>
+    other_updates:Vector<Update> chats:Vector<Chat> users:Vector<User> state:updates.State = updates.Difference;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x00f49ca0
+    TL_NAME: ClassVar[str] = "updates.difference"
+
+    new_messages: list[TypeMessage]
+    new_encrypted_messages: list[TypeEncryptedMessage]
+    other_updates: list[TypeUpdate]
+    chats: list[TypeChat]
+    users: list[TypeUser]
+    state: TypeState
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += VECTOR_HEADER + INT.pack(len(self.new_messages))
+        for new_messages_item in self.new_messages:
+            new_messages_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.new_encrypted_messages))
+        for new_encrypted_messages_item in self.new_encrypted_messages:
+            new_encrypted_messages_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.other_updates))
+        for other_updates_item in self.other_updates:
+            other_updates_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.chats))
+        for chats_item in self.chats:
+            chats_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.users))
+        for users_item in self.users:
+            users_item._write(out)
+        self.state._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> Difference:
+        _new_messages = r.read_vector(lambda: r.read_boxed(_T_MESSAGE))
+        _new_encrypted_messages = r.read_vector(lambda: r.read_boxed(_T_ENCRYPTEDMESSAGE))
+        _other_updates = r.read_vector(lambda: r.read_boxed(_T_UPDATE))
+        _chats = r.read_vector(lambda: r.read_boxed(_T_CHAT))
+        _users = r.read_vector(lambda: r.read_boxed(_T_USER))
+        _state = r.read_boxed(_T_UPDATES_STATE)
+        return cls(
+            new_messages=_new_messages,
+            new_encrypted_messages=_new_encrypted_messages,
+            other_updates=_other_updates,
+            chats=_chats,
+            users=_users,
+            state=_state,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class DifferenceSlice(TLObject):
+    """
+    ``updates.differenceSlice#a8fb1981 new_messages:Vector<Message> new_encrypted_messages:Vector<EncryptedMessage>
+    other_updates:Vector<Update> chats:Vector<Chat> users:Vector<User> intermediate_state:updates.State =
+    updates.Difference;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xa8fb1981
+    TL_NAME: ClassVar[str] = "updates.differenceSlice"
+
+    new_messages: list[TypeMessage]
+    new_encrypted_messages: list[TypeEncryptedMessage]
+    other_updates: list[TypeUpdate]
+    chats: list[TypeChat]
+    users: list[TypeUser]
+    intermediate_state: TypeState
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += VECTOR_HEADER + INT.pack(len(self.new_messages))
+        for new_messages_item in self.new_messages:
+            new_messages_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.new_encrypted_messages))
+        for new_encrypted_messages_item in self.new_encrypted_messages:
+            new_encrypted_messages_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.other_updates))
+        for other_updates_item in self.other_updates:
+            other_updates_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.chats))
+        for chats_item in self.chats:
+            chats_item._write(out)
+        out += VECTOR_HEADER + INT.pack(len(self.users))
+        for users_item in self.users:
+            users_item._write(out)
+        self.intermediate_state._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DifferenceSlice:
+        _new_messages = r.read_vector(lambda: r.read_boxed(_T_MESSAGE))
+        _new_encrypted_messages = r.read_vector(lambda: r.read_boxed(_T_ENCRYPTEDMESSAGE))
+        _other_updates = r.read_vector(lambda: r.read_boxed(_T_UPDATE))
+        _chats = r.read_vector(lambda: r.read_boxed(_T_CHAT))
+        _users = r.read_vector(lambda: r.read_boxed(_T_USER))
+        _intermediate_state = r.read_boxed(_T_UPDATES_STATE)
+        return cls(
+            new_messages=_new_messages,
+            new_encrypted_messages=_new_encrypted_messages,
+            other_updates=_other_updates,
+            chats=_chats,
+            users=_users,
+            intermediate_state=_intermediate_state,
+        )
+
+
 TypeChannelDifference: TypeAlias = ChannelDifferenceEmpty | ChannelDifferenceTooLong | ChannelDifference
-TypeDifference: TypeAlias = DifferenceEmpty | DifferenceTooLong
+TypeDifference: TypeAlias = DifferenceEmpty | DifferenceTooLong | Difference | DifferenceSlice
 TypeState: TypeAlias = State
 
-register(State, DifferenceEmpty, DifferenceTooLong, ChannelDifferenceEmpty, ChannelDifferenceTooLong, ChannelDifference)
+register(
+    State,
+    DifferenceEmpty,
+    DifferenceTooLong,
+    ChannelDifferenceEmpty,
+    ChannelDifferenceTooLong,
+    ChannelDifference,
+    Difference,
+    DifferenceSlice,
+)
 
 __all__ = [
     "ChannelDifference",
     "ChannelDifferenceEmpty",
     "ChannelDifferenceTooLong",
+    "Difference",
     "DifferenceEmpty",
+    "DifferenceSlice",
     "DifferenceTooLong",
     "State",
     "TypeChannelDifference",

@@ -1,0 +1,67 @@
+"""The updates service process (asyncio): updates.getState, getDifference and getChannelDifference over internal RPC.
+
+``python -m services.updates`` reads ``MTLAB_UPDATES_*``, ``MTLAB_SHARD_*``, ``MTLAB_POSTGRES_DSN``; opens the shard
+map the message service prepared (the supervisor starts that service first), then serves internal RPC and
+``/metrics`` + ``/healthz`` (healthy while the main database and every physical shard answer). It only reads:
+the logs it serves are written by the message service. SIGINT/SIGTERM stop it.
+
+Live push (the notifications the message service publishes after each commit, relayed to the gateways) is the
+next part of issue #5.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import anyio
+
+from services.common import db, service
+from services.common.config import (
+    ConfigError,
+    DataConfig,
+    ShardConfig,
+    UpdatesConfig,
+    data_config,
+    shard_config,
+    updates_config,
+)
+from services.common.logs import setup as setup_logs
+from services.updates.difference import METHODS, Updates
+from shard_db import Shards
+
+log = logging.getLogger("mtlab.updates")
+
+
+async def main(config: UpdatesConfig, shard_cfg: ShardConfig, data: DataConfig) -> None:
+    try:
+        shards = await Shards.open(data.postgres_dsn, shard_cfg)
+        main_pool = await db.create_pool(data.postgres_dsn, max_size=config.pool_size, reset=False)
+    except Exception as exc:  # the service cannot run without its databases: say why and stop
+        sys.exit(f"mtlab updates: cannot open the shard map on {data.postgres_dsn}: {type(exc).__name__}: {exc}")
+    deps = Updates(config, shards, main_pool)
+    try:
+        async def healthy() -> bool:
+            checks = [await db.ping(main_pool)]
+            for physical in sorted(shards.map.dsns):
+                try:
+                    checks.append(await db.ping(await shards.pool(physical)))
+                except Exception:  # cannot even connect: unhealthy
+                    checks.append(False)
+            return all(checks)
+
+        await service.serve("updates", service.rpc_server("updates", deps, METHODS, log), host=config.host,
+                            rpc_port=config.rpc_port, metrics_port=config.metrics_port, healthy=healthy, log=log)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await shards.close()
+            await main_pool.close()
+
+
+def run() -> None:
+    setup_logs("updates")
+    try:
+        config, shard_cfg, data = updates_config(), shard_config(), data_config()
+    except ConfigError as exc:
+        sys.exit(f"mtlab updates: {exc}")
+    anyio.run(main, config, shard_cfg, data, backend="asyncio")
