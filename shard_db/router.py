@@ -105,6 +105,16 @@ class Shards:
             self.pools[physical] = pool
         return pool
 
+    async def healthy(self) -> bool:
+        """True while the main database and every physical shard answer (a service's /healthz)."""
+        checks = [await db.ping(self.main)]
+        for physical in sorted(self.map.dsns):
+            try:
+                checks.append(await db.ping(await self.pool(physical)))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                checks.append(False)  # cannot even connect
+        return all(checks)
+
     async def reload(self) -> None:
         async with self.main.acquire() as con:
             shard_map = await load(con, self.main_dsn)

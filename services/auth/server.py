@@ -26,9 +26,9 @@ from mtproto.tl.internal.functions import keys as keys_fn
 from services.auth.changes import KeyChanges
 from services.auth.codes import LoginCodes
 from services.auth.handlers import METHODS, Auth
-from services.common import db, logs, service
+from services.common import db, service
 from services.common import redis as redis_
-from services.common.config import AuthConfig, ConfigError, DataConfig, auth_config, data_config
+from services.common.config import AuthConfig, DataConfig, auth_config, data_config
 from services.common.migrations import migrate
 from services.common.rpc import RpcServer
 
@@ -68,9 +68,4 @@ async def main(config: AuthConfig, data: DataConfig) -> None:
 
 
 def run() -> None:
-    logs.setup("auth")
-    try:
-        config, data = auth_config(), data_config()
-    except ConfigError as exc:
-        sys.exit(f"mtlab auth: {exc}")
-    anyio.run(main, config, data, backend="asyncio")
+    service.run("auth", main, auth_config, data_config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
@@ -25,7 +26,9 @@ from prometheus_client import Counter, Histogram
 from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import INT, VECTOR_HEADER, TLDecodeError, TLFunction, TLObject, write_bool
 from services.common import redis as redis_
+from services.common.config import ConfigError
 from services.common.http import serve_http
+from services.common.logs import setup as setup_logs
 from services.common.rpc import Handler, RpcError, RpcServer, StreamHandler
 
 D = TypeVar("D")
@@ -131,3 +134,14 @@ async def serve(service: str, server: RpcServer, *, host: str, rpc_port: int, me
                 log.info("%s: shutting down", signal.Signals(signum).name)
                 break
             tg.cancel_scope.cancel()
+
+
+def run(service: str, main: Callable[..., Awaitable[None]], *configs: Callable[[], Any]) -> None:
+    """``python -m services.<service>``: logging set up, each config read (a bad ``MTLAB_*`` value stops the
+    process with a message naming it), then ``main(*configs)`` on asyncio."""
+    setup_logs(service)
+    try:
+        values = [read() for read in configs]
+    except ConfigError as exc:
+        sys.exit(f"mtlab {service}: {exc}")
+    anyio.run(main, *values, backend="asyncio")

@@ -23,7 +23,6 @@ import anyio
 from services.common import db, service
 from services.common import redis as redis_
 from services.common.config import (
-    ConfigError,
     DataConfig,
     MessagesConfig,
     ShardConfig,
@@ -31,7 +30,6 @@ from services.common.config import (
     messages_config,
     shard_config,
 )
-from services.common.logs import setup as setup_logs
 from services.common.service import rpc_server
 from services.messages import channels, contacts, groups, handlers, outbox
 from services.messages.handlers import Messages
@@ -67,13 +65,7 @@ async def main(config: MessagesConfig, shard_cfg: ShardConfig, data: DataConfig)
     deps = Messages(config, shards, main_pool, redis)
     try:
         async def healthy() -> bool:
-            checks = [await db.ping(main_pool)]
-            for physical in sorted(shards.map.dsns):
-                try:
-                    checks.append(await db.ping(await shards.pool(physical)))
-                except Exception:
-                    checks.append(False)
-            return all(checks)
+            return await db.ping(main_pool) and await shards.healthy()
 
         await service.serve("messages", rpc_server("messages", deps, METHODS, log), host=config.host,
                             rpc_port=config.rpc_port, metrics_port=config.metrics_port, healthy=healthy,
@@ -86,9 +78,4 @@ async def main(config: MessagesConfig, shard_cfg: ShardConfig, data: DataConfig)
 
 
 def run() -> None:
-    setup_logs("messages")
-    try:
-        config, shard_cfg, data = messages_config(), shard_config(), data_config()
-    except ConfigError as exc:
-        sys.exit(f"mtlab messages: {exc}")
-    anyio.run(main, config, shard_cfg, data, backend="asyncio")
+    service.run("messages", main, messages_config, shard_config, data_config)

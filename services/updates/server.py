@@ -18,7 +18,6 @@ import anyio
 
 from services.common import db, service
 from services.common.config import (
-    ConfigError,
     DataConfig,
     ShardConfig,
     UpdatesConfig,
@@ -26,7 +25,6 @@ from services.common.config import (
     shard_config,
     updates_config,
 )
-from services.common.logs import setup as setup_logs
 from services.updates.difference import METHODS, Updates
 from shard_db import Shards
 
@@ -42,13 +40,7 @@ async def main(config: UpdatesConfig, shard_cfg: ShardConfig, data: DataConfig) 
     deps = Updates(config, shards, main_pool)
     try:
         async def healthy() -> bool:
-            checks = [await db.ping(main_pool)]
-            for physical in sorted(shards.map.dsns):
-                try:
-                    checks.append(await db.ping(await shards.pool(physical)))
-                except Exception:  # cannot even connect: unhealthy
-                    checks.append(False)
-            return all(checks)
+            return await db.ping(main_pool) and await shards.healthy()
 
         await service.serve("updates", service.rpc_server("updates", deps, METHODS, log), host=config.host,
                             rpc_port=config.rpc_port, metrics_port=config.metrics_port, healthy=healthy, log=log)
@@ -59,9 +51,4 @@ async def main(config: UpdatesConfig, shard_cfg: ShardConfig, data: DataConfig) 
 
 
 def run() -> None:
-    setup_logs("updates")
-    try:
-        config, shard_cfg, data = updates_config(), shard_config(), data_config()
-    except ConfigError as exc:
-        sys.exit(f"mtlab updates: {exc}")
-    anyio.run(main, config, shard_cfg, data, backend="asyncio")
+    service.run("updates", main, updates_config, shard_config, data_config)
