@@ -45,7 +45,7 @@ from mtproto.tl.runtime import TLFunction, TLObject
 from services.auth import dc, store
 from services.auth.changes import KeyChanges
 from services.auth.codes import Check, LoginCodes
-from services.common import db
+from services.common import db, users
 from services.common.config import AuthConfig
 from services.common.rpc import RpcError
 
@@ -107,13 +107,6 @@ def _client(ctx: rpc.Context) -> store.ClientRow:
 def _new_hash() -> int:
     """A random non-zero authorization hash (0 means "the current session" on the wire)."""
     return secrets.randbits(63) + 1
-
-
-def _user(row: store.UserRow, *, me: bool) -> api.types.User:
-    # A user's phone number is shown to themselves only: there are no contacts yet to share it with.
-    return api.types.User(id=row.id, self=me, access_hash=row.access_hash, first_name=row.first_name,
-                          last_name=row.last_name or None, username=row.username, phone=row.phone if me else None,
-                          status=api.types.UserStatusRecently() if not me else None)
 
 
 def _hex(key_id: int) -> str:
@@ -208,9 +201,9 @@ async def sign_in(auth: Auth, ctx: rpc.Context, q: api.functions.auth.SignIn) ->
         raise RpcError(400, error)
     hash_ = _new_hash()
 
-    async def txn(con: db.Connection) -> tuple[store.UserRow | None, list[int]]:
+    async def txn(con: db.Connection) -> tuple[users.UserRow | None, list[int]]:
         key = await _acting(con, ctx)
-        user = await store.user_by_phone(con, phone)
+        user = (await users.by_phone(con, [phone])).get(phone)
         if user is None:
             return None, []
         await store.sign_in(con, key, user.id, hash_, _client(ctx))
@@ -226,7 +219,7 @@ async def sign_in(auth: Auth, ctx: rpc.Context, q: api.functions.auth.SignIn) ->
     await auth.changes.publish(changed)
     SIGN_INS.labels("signIn", "ok").inc()
     log.info("user %d signed in on key %016x (%s)", user.id, ctx.auth_key_id & (2**64 - 1), _client(ctx).device_model)
-    return api.types.auth.Authorization(user=_user(user, me=True))
+    return api.types.auth.Authorization(user=users.render(user, viewer=user.id))
 
 
 async def sign_up(auth: Auth, ctx: rpc.Context, q: api.functions.auth.SignUp) -> api.types.auth.TypeAuthorization:
@@ -243,9 +236,9 @@ async def sign_up(auth: Auth, ctx: rpc.Context, q: api.functions.auth.SignUp) ->
         raise RpcError(400, "PHONE_CODE_EXPIRED")
     access_hash, hash_ = secrets.randbits(63), _new_hash()
 
-    async def txn(con: db.Connection) -> tuple[store.UserRow, list[int]]:
+    async def txn(con: db.Connection) -> tuple[users.UserRow, list[int]]:
         key = await _acting(con, ctx)
-        if await store.user_by_phone(con, phone) is not None:
+        if (await users.by_phone(con, [phone])).get(phone) is not None:
             raise RpcError(400, "PHONE_NUMBER_OCCUPIED")
         user = await store.create_user(con, phone, first_name, last_name, access_hash)
         await store.sign_in(con, key, user.id, hash_, _client(ctx))
@@ -259,7 +252,7 @@ async def sign_up(auth: Auth, ctx: rpc.Context, q: api.functions.auth.SignUp) ->
     await auth.changes.publish(changed)
     SIGN_INS.labels("signUp", "ok").inc()
     log.info("user %d signed up with %s on key %016x", user.id, _masked(phone), ctx.auth_key_id & (2**64 - 1))
-    return api.types.auth.Authorization(user=_user(user, me=True))
+    return api.types.auth.Authorization(user=users.render(user, viewer=user.id))
 
 
 async def _signing_in(txn: Awaitable[T]) -> T:
@@ -372,16 +365,16 @@ async def reset_authorization(auth: Auth, ctx: rpc.Context, q: api.functions.acc
 
 
 async def _resolve(auth: Auth, ctx: rpc.Context, wanted: list[api.types.TypeInputUser],
-                   name: str) -> tuple[int, list[store.UserRow | None]]:
+                   name: str) -> tuple[int, list[users.UserRow | None]]:
     """The caller's id and, for each input user, the user it names (None: unknown, or a wrong access_hash)."""
 
-    async def txn(con: db.Connection) -> tuple[int, dict[int, store.UserRow]]:
+    async def txn(con: db.Connection) -> tuple[int, dict[int, users.UserRow]]:
         me = await _me(con, ctx)
         ids = {me} | {u.user_id for u in wanted if isinstance(u, api.types.InputUser)}
-        return me, await store.users_by_id(con, sorted(ids))
+        return me, await users.by_id(con, ids)
 
     me, rows = await auth.txn(name, txn)
-    found: list[store.UserRow | None] = []
+    found: list[users.UserRow | None] = []
     for u in wanted:
         if isinstance(u, api.types.InputUserSelf):
             found.append(rows.get(me))
@@ -399,7 +392,7 @@ async def get_users(auth: Auth, ctx: rpc.Context, q: api.functions.users.GetUser
         raise RpcError(400, "LIMIT_INVALID")
     me, rows = await _resolve(auth, ctx, q.id, "get_users")
     # Telegram leaves out the users it cannot show rather than failing the whole call.
-    return [_user(row, me=row.id == me) for row in rows if row is not None]
+    return [users.render(row, viewer=me) for row in rows if row is not None]
 
 
 #: Telegram's username rule: 5-32 characters, a letter first, letters, digits and single underscores, and no
@@ -418,9 +411,9 @@ async def update_username(auth: Auth, ctx: rpc.Context, q: api.functions.account
     """Set (or, with an empty string, remove) the caller's public username; the answer is the caller's user."""
     name = _username(q.username) if q.username else None
 
-    async def txn(con: db.Connection) -> store.UserRow:
+    async def txn(con: db.Connection) -> users.UserRow:
         me = await _me(con, ctx)
-        row = (await store.users_by_id(con, [me]))[me]
+        row = (await users.by_id(con, [me]))[me]
         if row.username == name:
             raise RpcError(400, "USERNAME_NOT_MODIFIED")
         owner = await store.username_owner(con, name) if name else None
@@ -430,9 +423,10 @@ async def update_username(auth: Auth, ctx: rpc.Context, q: api.functions.account
             await store.set_username(con, me, name)
         except asyncpg.UniqueViolationError:  # taken between the check and the update
             raise RpcError(400, "USERNAME_OCCUPIED") from None
-        return (await store.users_by_id(con, [me]))[me]
+        return (await users.by_id(con, [me]))[me]
 
-    return _user(await auth.txn("update_username", txn), me=True)
+    row = await auth.txn("update_username", txn)
+    return users.render(row, viewer=row.id)
 
 
 async def check_username(auth: Auth, ctx: rpc.Context, q: api.functions.account.CheckUsername) -> bool:
@@ -452,7 +446,7 @@ async def get_full_user(auth: Auth, ctx: rpc.Context, q: api.functions.users.Get
         raise RpcError(400, "USER_ID_INVALID")
     full = api.types.UserFull(id=row.id, settings=api.types.PeerSettings(),
                               notify_settings=api.types.PeerNotifySettings(), common_chats_count=0)
-    return api.types.users.UserFull(full_user=full, chats=[], users=[_user(row, me=row.id == me)])
+    return api.types.users.UserFull(full_user=full, chats=[], users=[users.render(row, viewer=me)])
 
 
 # -- help.*, updates.* --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from datetime import datetime
 from asyncpg import Record
 
 from services.common.db import Connection
+from services.common.users import UserRow
 
 
 @dataclass(frozen=True)
@@ -25,16 +26,6 @@ class KeyRow:
     revoked: bool
     user_id: int | None  # None: not signed in (for a bound temporary key: its permanent key is not)
     perm_auth_key_id: int | None = None  # a temporary key bound to this permanent key (auth.bindTempAuthKey)
-
-
-@dataclass(frozen=True)
-class UserRow:
-    id: int
-    access_hash: int
-    first_name: str
-    last_name: str
-    phone: str
-    username: str | None = None  # public @name (account.updateUsername), unique without regard to case
 
 
 @dataclass(frozen=True)
@@ -60,17 +51,11 @@ class AuthorizationRow:
 
 _KEY = ("SELECT id, auth_key, handshake_salt, created_at, expires_at, revoked_at, user_id, perm_auth_key_id "
         "FROM auth_key_records")
-_USER = ("SELECT u.id, u.access_hash, u.first_name, u.last_name, p.phone, u.username "
-         "FROM users u JOIN phones p ON p.user_id = u.id")
 
 
 def _key(r: Record) -> KeyRow:
     return KeyRow(r["id"], bytes(r["auth_key"]), r["handshake_salt"], r["created_at"], r["expires_at"],
                   r["revoked_at"] is not None, r["user_id"], r["perm_auth_key_id"])
-
-
-def _user(r: Record) -> UserRow:
-    return UserRow(r["id"], r["access_hash"], r["first_name"], r["last_name"], r["phone"], r["username"])
 
 
 # -- auth keys ----------------------------------------------------------------------------------------------
@@ -177,14 +162,7 @@ async def bind(con: Connection, temp_key_id: int, perm_key_id: int, nonce: int, 
 # -- users --------------------------------------------------------------------------------------------------
 
 
-async def user_by_phone(con: Connection, phone: str) -> UserRow | None:
-    row = await con.fetchrow(_USER + " WHERE p.phone = $1", phone)
-    return None if row is None else _user(row)
-
-
-async def users_by_id(con: Connection, user_ids: list[int]) -> dict[int, UserRow]:
-    rows = await con.fetch(_USER + " WHERE u.id = ANY($1::bigint[])", user_ids)
-    return {r["id"]: _user(r) for r in rows}
+# Reading users (by id, by phone) and showing them is services/common/users.py, shared with the message service.
 
 
 async def create_user(con: Connection, phone: str, first_name: str, last_name: str, access_hash: int) -> UserRow:
