@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import re
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +63,11 @@ class ServiceUnavailable(RpcError):
     def __init__(self, service: str) -> None:
         super().__init__(500, "SERVICE_UNAVAILABLE")
         self.service = service
+
+
+def error_label(message: str) -> str:
+    """An error name fit for a metric label: FLOOD_WAIT_37 -> FLOOD_WAIT_X (a bounded label set)."""
+    return re.sub(r"\d+", "X", message)
 
 
 def constructor_id(query: bytes) -> int:

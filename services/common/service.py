@@ -12,7 +12,6 @@ trace id, and answered ``500 INTERNAL``. Every outcome is counted under ``mtlab_
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import sys
 import time
@@ -29,7 +28,7 @@ from services.common import redis as redis_
 from services.common.config import ConfigError
 from services.common.http import serve_http
 from services.common.logs import setup as setup_logs
-from services.common.rpc import Handler, RpcError, RpcServer, StreamHandler
+from services.common.rpc import Handler, RpcError, RpcServer, StreamHandler, error_label
 
 D = TypeVar("D")
 Result = TLObject | list[Any] | bool
@@ -65,11 +64,6 @@ def serialize(result: Result) -> bytes:
     if isinstance(result, list):
         return VECTOR_HEADER + INT.pack(len(result)) + b"".join(item.to_bytes() for item in result)
     return result.to_bytes()
-
-
-def error_label(message: str) -> str:
-    """An error name fit for a metric label: FLOOD_WAIT_37 -> FLOOD_WAIT_X (a bounded label set)."""
-    return re.sub(r"\d+", "X", message)
 
 
 def rpc_handler(service: str, deps: D, cls: type[TLFunction[Any]], fn: Method[D],

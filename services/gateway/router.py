@@ -27,7 +27,6 @@ answer (``services.auth.dc``), so a client can still connect; nobody can sign in
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
@@ -216,8 +215,3 @@ class Router:
             return error(exc.code, exc.message)
         except TimeoutError:
             return error(500, "RPC_TIMEOUT")
-
-
-def error_label(message: str) -> str:
-    """An error name fit for a metric label: FLOOD_WAIT_37 -> FLOOD_WAIT_X."""
-    return re.sub(r"\d+", "X", message)

@@ -57,7 +57,7 @@ from mtproto.tl.internal.types import rpc
 from mtproto.transport import NEED_DATA, Frame, ServerTransport, TransportKind
 from services.common.config import GatewayConfig, gateway_config
 from services.common.http import serve_http
-from services.common.rpc import RpcClient
+from services.common.rpc import RpcClient, error_label
 from services.gateway import metrics, router, websocket
 from services.gateway.keys import (
     AuthServiceKeyStore,
@@ -476,7 +476,7 @@ class Connection:
         if answer is not None:
             self._answer(session, call.msg_id, answer)
             if answer.result is None:
-                metrics.RPC_ERRORS.labels("gateway", router.error_label(answer.error_message)).inc()
+                metrics.RPC_ERRORS.labels("gateway", error_label(answer.error_message)).inc()
             metrics.RPC_SECONDS.labels(name, "gateway").observe(time.perf_counter() - started)
             return
         service = router.service_for(name, self.gateway.routes.services) or ""
@@ -514,7 +514,7 @@ class Connection:
         if name in router.CHANGES_OWN_KEY:
             self.gateway.keys.forget(key_id)  # the key's next request must see its new sign-in state
         if answer.result is None:
-            metrics.RPC_ERRORS.labels(service, router.error_label(answer.error_message)).inc()
+            metrics.RPC_ERRORS.labels(service, error_label(answer.error_message)).inc()
         metrics.RPC_SECONDS.labels(name, service).observe(time.perf_counter() - started)
         self._answer(session, msg_id, answer)
         try:

@@ -6,6 +6,7 @@ import pytest
 
 from mtproto.tl import api, mt
 from mtproto.tl.runtime import Reader
+from services.common.rpc import error_label
 from services.gateway import router
 from services.gateway.router import Answer, KeyState
 
@@ -95,4 +96,4 @@ def test_a_gateway_alone_answers_get_config_and_nothing_else() -> None:
 
 
 def test_error_labels_are_a_bounded_set() -> None:
-    assert router.error_label("FLOOD_WAIT_37") == router.error_label("FLOOD_WAIT_5") == "FLOOD_WAIT_X"
+    assert error_label("FLOOD_WAIT_37") == error_label("FLOOD_WAIT_5") == "FLOOD_WAIT_X"
