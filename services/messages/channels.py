@@ -33,7 +33,7 @@ from services.common.rpc import RpcError
 from services.common.service import Result
 from services.messages import groups, handlers, outbox, render, store
 from services.messages.handlers import PAGE_MAX, Messages, Method, _me, _text, _with_users
-from services.messages.store import CHANNEL, MessageRow
+from services.messages.store import USER
 
 # -- rows ---------------------------------------------------------------------------------------------------
 
@@ -166,9 +166,8 @@ async def _member_view(deps: Messages, me: int, c: ChannelRow) -> tuple[str | No
 async def _updates(deps: Messages, me: int, c: ChannelRow, updates: list[api.types.TypeUpdate],
                    posts: Sequence[PostRow] = ()) -> api.types.Updates:
     _, shown = await _member_view(deps, me, c)
-    authors = [MessageRow(owner_id=me, id=0, peer_type=CHANNEL, peer_id=c.id, from_id=p.from_id, out=False, date=0,
-                          message="") for p in posts]
-    return api.types.Updates(updates=updates, users=await _with_users(deps, me, authors), chats=[shown],
+    authors = [(USER, p.from_id) for p in posts]
+    return api.types.Updates(updates=updates, users=await _with_users(deps, me, [], authors), chats=[shown],
                              date=deps.now(), seq=0)
 
 
@@ -313,11 +312,10 @@ async def _member(deps: Messages, me: int, c: ChannelRow) -> str:
 
 async def _page(deps: Messages, me: int, c: ChannelRow, posts: list[PostRow],
                 count: int) -> api.types.messages.ChannelMessages:
-    authors = [MessageRow(owner_id=me, id=0, peer_type=CHANNEL, peer_id=c.id, from_id=p.from_id, out=False, date=0,
-                          message="") for p in posts]
+    authors = [(USER, p.from_id) for p in posts]
     return api.types.messages.ChannelMessages(
         pts=c.pts, count=count, messages=[render_post(p, c, viewer=me) for p in posts], topics=[],
-        chats=[render_channel(c, viewer=me, member=True)], users=await _with_users(deps, me, authors))
+        chats=[render_channel(c, viewer=me, member=True)], users=await _with_users(deps, me, [], authors))
 
 
 async def history(deps: Messages, me: int, c: ChannelRow, q: api.functions.messages.GetHistory,

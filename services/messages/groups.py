@@ -32,7 +32,7 @@ from services.common.rpc import RpcError
 from services.messages import handlers, outbox, render, store
 from services.messages.chats import ChatRow, load, loader, render_chat
 from services.messages.handlers import Messages, Method, _me, _with_users
-from services.messages.store import MessageRow
+from services.messages.store import USER, MessageRow
 
 #: Telegram's basic group size limit (config.chat_size_max).
 MAX_MEMBERS = 200
@@ -75,7 +75,7 @@ async def _answer(deps: Messages, me: int, c: ChatRow, chat_msg_id: int,
     if random_id is not None:
         updates.append(api.types.UpdateMessageID(id=mine.id, random_id=random_id))
     updates.append(api.types.UpdateNewMessage(message=render.message(mine), pts=mine.pts, pts_count=1))
-    return api.types.Updates(updates=updates, users=await _with_users(deps, me, [], [(1, u) for u in c.member_ids]),
+    return api.types.Updates(updates=updates, users=await _with_users(deps, me, [], [(USER, u) for u in c.member_ids]),
                              chats=[render_chat(c, viewer=me)], date=deps.now(), seq=0)
 
 
@@ -235,7 +235,7 @@ async def get_full_chat(deps: Messages, ctx: rpc.Context,
     full = api.types.ChatFull(id=c.id, about="", participants=api.types.ChatParticipants(
         chat_id=c.id, participants=participants, version=c.version), notify_settings=api.types.PeerNotifySettings())
     return api.types.messages.ChatFull(full_chat=full, chats=[render_chat(c, viewer=me)],
-                                       users=await _with_users(deps, me, [], [(1, u) for u in c.member_ids]))
+                                       users=await _with_users(deps, me, [], [(USER, u) for u in c.member_ids]))
 
 
 METHODS: dict[type[TLFunction[Any]], Method] = {

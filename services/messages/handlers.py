@@ -244,10 +244,6 @@ async def send(deps: Messages, me: int, peer: tuple[int, int], drafts: list[Draf
     return rows
 
 
-def _draft_entities(entities: list[api.types.TypeMessageEntity] | None) -> bytes | None:
-    return render.encode_entities(entities)
-
-
 def _reply_id(reply_to: Any) -> int | None:
     if isinstance(reply_to, api.types.InputReplyToMessage):
         return reply_to.reply_to_msg_id
@@ -259,9 +255,9 @@ async def send_message(deps: Messages, ctx: rpc.Context,
     me = _me(ctx)
     text = _text(deps, q.message)
     peer = await resolve_peer(deps, me, q.peer)
-    [m] = await send(deps, me, peer, [Draft(random_id=q.random_id, message=text,
-                                            entities=_draft_entities(q.entities), reply_to_id=_reply_id(q.reply_to),
-                                            silent=bool(q.silent))])
+    draft = Draft(random_id=q.random_id, message=text, entities=render.encode_entities(q.entities),
+                  reply_to_id=_reply_id(q.reply_to), silent=bool(q.silent))
+    [m] = await send(deps, me, peer, [draft])
     return api.types.UpdateShortSentMessage(out=True, id=m.id, pts=m.pts, pts_count=1, date=m.date,
                                             entities=render.decode_entities(m.entities))
 
@@ -526,13 +522,7 @@ async def get_state(deps: Messages, ctx: rpc.Context, q: api.functions.updates.G
     me = _me(ctx)
     shard = deps.shards.for_user(me)
 
-    async def txn(con: db.Connection) -> tuple[int, int]:
-        pts, _ = await store.state(con, shard, me)
-        unread = await con.fetchval("SELECT coalesce(sum(unread_count), 0) FROM dialogs WHERE shard = $1 AND "
-                                    "owner_id = $2", shard, me)
-        return pts, int(unread)
-
-    pts, unread = await deps.txn(shard, "get_state", txn)
+    pts, unread = await deps.txn(shard, "get_state", lambda con: store.pts_and_unread(con, shard, me))
     return api.types.updates.State(pts=pts, qts=0, date=deps.now(), seq=0, unread_count=unread)
 
 

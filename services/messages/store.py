@@ -104,6 +104,14 @@ async def state(con: Connection, shard: int, user_id: int) -> tuple[int, int]:
     return (int(row["pts"]), int(row["last_msg_id"])) if row is not None else (0, 0)
 
 
+async def pts_and_unread(con: Connection, shard: int, user_id: int) -> tuple[int, int]:
+    """The user's pts and the unread messages of all their dialogs: what updates.getState answers."""
+    pts, _ = await state(con, shard, user_id)
+    unread = await con.fetchval("SELECT coalesce(sum(unread_count), 0) FROM dialogs WHERE shard = $1 AND "
+                                "owner_id = $2", shard, user_id)
+    return pts, int(unread)
+
+
 # -- messages -----------------------------------------------------------------------------------------------
 
 
@@ -341,13 +349,6 @@ async def pending_outbox(con: Connection, shard: int, source_id: int, limit: int
                            shard, source_id, limit)
     return [OutboxRow(r["id"], r["source_id"], r["seq"], r["kind"], r["target_id"], json.loads(r["payload"]),
                       r["attempts"]) for r in rows]
-
-
-async def stale_sources(con: Connection, shard: int, older_than: float, limit: int) -> list[int]:
-    """Sources with outbox rows older than ``older_than`` seconds: what the sweeper drains."""
-    rows = await con.fetch("SELECT DISTINCT source_id FROM outbox WHERE shard = $1 AND "
-                           "created_at < now() - make_interval(secs => $2) LIMIT $3", shard, older_than, limit)
-    return [r["source_id"] for r in rows]
 
 
 async def done_outbox(con: Connection, shard: int, row_id: uuid.UUID) -> None:

@@ -31,7 +31,7 @@ from services.common import db, users
 from services.common.config import UpdatesConfig
 from services.common.rpc import RpcError
 from services.common.service import Result
-from services.messages import channels, chats
+from services.messages import channels, chats, store
 from services.messages.channels import ChannelRow
 from shard_db import Shards
 
@@ -130,13 +130,7 @@ async def get_state(deps: Updates, ctx: rpc.Context, q: api.functions.updates.Ge
     me = _me(ctx)
     shard = deps.shards.for_user(me)
 
-    async def txn(con: db.Connection) -> tuple[int, int]:
-        pts = await con.fetchval("SELECT pts FROM user_state WHERE shard = $1 AND user_id = $2", shard, me)
-        unread = await con.fetchval("SELECT coalesce(sum(unread_count), 0) FROM dialogs WHERE shard = $1 AND "
-                                    "owner_id = $2", shard, me)
-        return int(pts or 0), int(unread)
-
-    pts, unread = await deps.shards.txn(shard, "updates.get_state", txn)
+    pts, unread = await deps.shards.txn(shard, "updates.get_state", lambda con: store.pts_and_unread(con, shard, me))
     return api.types.updates.State(pts=pts, qts=0, date=deps.now(), seq=0, unread_count=unread)
 
 
@@ -149,15 +143,11 @@ async def get_difference(deps: Updates, ctx: rpc.Context,
     shard = deps.shards.for_user(me)
 
     async def txn(con: db.Connection) -> tuple[int, int, list[tuple[int, bytes]]]:
-        current = int(await con.fetchval("SELECT coalesce(max(pts), 0) FROM user_state WHERE shard = $1 AND "
-                                         "user_id = $2", shard, me))
-        unread = int(await con.fetchval("SELECT coalesce(sum(unread_count), 0) FROM dialogs WHERE shard = $1 AND "
-                                        "owner_id = $2", shard, me))
+        current, unread = await store.pts_and_unread(con, shard, me)
         if q.pts >= current or current - q.pts > deps.config.too_long:
             return current, unread, []
-        rows = await con.fetch("SELECT pts, body FROM update_log WHERE shard = $1 AND owner_id = $2 AND pts > $3 "
-                               "ORDER BY pts LIMIT $4", shard, me, q.pts, limit)
-        return current, unread, [(r["pts"], bytes(r["body"])) for r in rows]
+        return current, unread, [(pts, body) for pts, _, body in await store.updates_after(con, shard, me, q.pts,
+                                                                                             limit)]
 
     current, unread, rows = await deps.shards.txn(shard, "updates.get_difference", txn)
     date = deps.now()
