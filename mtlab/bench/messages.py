@@ -64,7 +64,7 @@ import anyio
 import asyncpg
 
 from mtlab import servers
-from mtlab.client import Client, ClientConfig
+from mtlab.client import Client, ClientConfig, sign_in_or_up
 from mtlab.supervisor import gateway_key
 from mtproto.crypto import rsa
 from mtproto.tl import api
@@ -552,16 +552,9 @@ def _test_phones(count: int) -> list[tuple[str, str]]:
 
 
 async def _sign_up(client: Any, phone: str, code: str, name: str) -> BenchUser:
-    sent = await client.invoke(api.functions.auth.SendCode(phone_number=phone, api_id=1, api_hash="lab",
-                                                           settings=api.types.CodeSettings()))
-    result = await client.invoke(api.functions.auth.SignIn(phone_number=phone, phone_code_hash=sent.phone_code_hash,
-                                                           phone_code=code))
-    if isinstance(result, api.types.auth.AuthorizationSignUpRequired):
-        result = await client.invoke(api.functions.auth.SignUp(phone_number=phone, phone_code_hash=sent.phone_code_hash,
-                                                               first_name=name, last_name=""))
-    user = getattr(result, "user", None)
-    if not isinstance(user, api.types.User) or user.access_hash is None:
-        raise BenchError(f"signing up {phone} gave {type(result).__name__}")
+    user = await sign_in_or_up(client.invoke, phone, code, first_name=name)
+    if user.access_hash is None:
+        raise BenchError(f"signing up {phone} gave a user without an access hash")
     return BenchUser(user.id, user.access_hash)
 
 

@@ -24,6 +24,7 @@ answers them. Used by the ``mtlab`` CLI, the end-to-end tests and the locust use
 - ``websocket``: MTProto over WebSocket (``/apiws``, subprotocol ``binary``), an anyio byte stream on wsproto.
 """
 
+from mtlab.client.account import sign_in_or_up
 from mtlab.client.client import Client, ClientStats
 from mtlab.client.config import ClientConfig, ServerKeys, keys_from_pem
 from mtlab.client.errors import BadMessageError, ClientError, ConnectionLost, RpcError, SessionFileError
@@ -43,4 +44,5 @@ __all__ = [
     "TransportKind",
     "UpdateReceived",
     "keys_from_pem",
+    "sign_in_or_up",
 ]

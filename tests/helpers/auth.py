@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -12,10 +13,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from services.auth.codes import code_for_test_number
 from tests.helpers.gateway import GatewayProcess, free_port
 from tests.helpers.gateway import start_gateway as _start_gateway
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+_numbers_given: set[str] = set()
+
+
+def fresh_test_number() -> tuple[str, str]:
+    """A Telegram-style test number 99966XYYYY never given out before in this process, and its login code (X five
+    times: services/auth/codes.py)."""
+    while True:
+        phone = f"99966{random.randrange(1, 10)}{random.randrange(10**4):04d}"
+        if phone not in _numbers_given:
+            _numbers_given.add(phone)
+            return phone, str(code_for_test_number(phone))
 
 
 def _scrape(port: int, path: str) -> tuple[int, str]:

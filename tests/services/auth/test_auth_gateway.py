@@ -20,10 +20,10 @@ from telethon.crypto import rsa as telethon_rsa
 from telethon.network import connection as tconn
 from telethon.sessions import MemorySession
 
-from mtlab.client import Client, ClientConfig, RpcError, TransportKind
+from mtlab.client import Client, ClientConfig, RpcError, TransportKind, account
 from mtproto.tl import api, mt
 from services.auth import codes
-from tests.helpers.auth import Stack, metric_value, start_auth, start_gateway
+from tests.helpers.auth import Stack, fresh_test_number, metric_value, start_auth, start_gateway
 from tests.helpers.client import COMBINATION_IDS, COMBINATIONS, WEBSOCKET_KINDS, public_pem
 
 pytestmark = pytest.mark.anyio
@@ -35,19 +35,6 @@ def stack(stack_factory: Any) -> Stack:
                              MTLAB_AUTH_CODES_PER_IP="1000")
     s.gateway()
     return s
-
-
-_numbers: set[str] = set()
-
-
-def number() -> tuple[str, str]:
-    """A fresh Telegram-style test number 99966XYYYY and its code (X five times), never the same twice here."""
-    while True:
-        x = random.randrange(1, 10)
-        phone = f"99966{x}{random.randrange(10**4):04d}"
-        if phone not in _numbers:
-            _numbers.add(phone)
-            return phone, str(x) * 5
 
 
 @asynccontextmanager
@@ -75,14 +62,7 @@ def send_code(phone: str) -> api.functions.auth.SendCode:
 
 
 async def sign_in_or_up(client: Client, phone: str, code: str, first_name: str = "Ada") -> api.types.User:
-    sent = await client.invoke(send_code(phone))
-    result = await client.invoke(api.functions.auth.SignIn(phone_number=phone, phone_code_hash=sent.phone_code_hash,
-                                                           phone_code=code))
-    if isinstance(result, api.types.auth.AuthorizationSignUpRequired):
-        result = await client.invoke(api.functions.auth.SignUp(
-            phone_number=phone, phone_code_hash=sent.phone_code_hash, first_name=first_name, last_name=""))
-    assert isinstance(result, api.types.auth.Authorization) and isinstance(result.user, api.types.User)
-    return result.user
+    return await account.sign_in_or_up(client.invoke, phone, code, first_name=first_name)
 
 
 ME = api.functions.users.GetUsers(id=[api.types.InputUserSelf()])
@@ -102,7 +82,7 @@ TRANSPORT_IDS = COMBINATION_IDS + [f"{k.value}+obfuscated+ws" for k in WEBSOCKET
 async def test_sign_up_and_sign_in_over_every_transport(stack: Stack, kind: TransportKind, obfuscated: bool,
                                                         websocket: bool) -> None:
     gw = stack.gateways[0]
-    phone, code = number()
+    phone, code = fresh_test_number()
     async with device(gw, "first", kind, obfuscated, websocket) as first:
         # help.getConfig (sent by the client on connecting) is the auth service's answer, naming this gateway
         assert first.server_config is not None
@@ -129,7 +109,7 @@ async def test_sign_up_and_sign_in_over_every_transport(stack: Stack, kind: Tran
 
 async def test_reset_authorization_makes_the_other_device_401(stack: Stack) -> None:
     gw = stack.gateways[0]
-    phone, code = number()
+    phone, code = fresh_test_number()
     async with device(gw, "laptop") as laptop, device(gw, "phone") as handset:
         await sign_in_or_up(laptop, phone, code)
         await sign_in_or_up(handset, phone, code)
@@ -161,7 +141,7 @@ async def test_a_revocation_on_another_replica_reaches_this_gateway(stack: Stack
     replica = start_auth(stack.tmp / "replica", stack.postgres_dsn, stack.redis_url)
     gw2 = start_gateway(stack.tmp / "gw-replica", replica)
     try:
-        phone, code = number()
+        phone, code = fresh_test_number()
         async with device(stack.gateways[0], "on gateway 1") as one, device(gw2, "on gateway 2") as two:
             await sign_in_or_up(one, phone, code)
             await sign_in_or_up(two, phone, code)
@@ -213,7 +193,7 @@ async def test_codes_attempts_expiry_and_flood_through_the_gateway(stack: Stack)
 
 async def test_the_auth_service_restarting_fails_calls_cleanly_then_recovers(stack: Stack) -> None:
     gw = stack.gateways[0]
-    phone, code = number()
+    phone, code = fresh_test_number()
     async with device(gw, "survivor") as client:
         me = await sign_in_or_up(client, phone, code)
         stack.auth.kill()  # a crash
@@ -240,7 +220,7 @@ async def test_the_auth_service_restarting_fails_calls_cleanly_then_recovers(sta
 
 async def test_a_stalled_service_times_out_while_the_session_goes_on(stack: Stack) -> None:
     gw = stack.gateway(MTLAB_GATEWAY_RPC_TIMEOUT="1")
-    phone, code = number()
+    phone, code = fresh_test_number()
     async with device(gw) as client:
         await sign_in_or_up(client, phone, code)
         await client.invoke(ME)  # the key's record is cached: the stalled service is needed for the call only
@@ -275,7 +255,7 @@ TELETHON_CONNECTIONS = {
 @pytest.mark.parametrize("connection", sorted(TELETHON_CONNECTIONS))
 def test_telethon_signs_in_with_a_test_number_and_reads_itself(stack: Stack, connection: str) -> None:
     gw = stack.gateways[0]
-    phone, code = number()
+    phone, code = fresh_test_number()
 
     async def create_account() -> int:
         async with device(gw, "sdk") as client:  # Telethon 1.45 refuses to sign up: the account must exist

@@ -29,7 +29,7 @@ from mtproto.tl.runtime import Reader, TLFunction
 from services.auth import codes
 from services.common import redis as redis_
 from services.common.rpc import RpcClient, RpcError, context
-from tests.helpers.auth import start_auth
+from tests.helpers.auth import fresh_test_number, start_auth
 from tests.helpers.proxy import Proxy
 
 pytestmark = pytest.mark.anyio
@@ -87,12 +87,6 @@ def ip() -> str:
 
 def phone() -> str:
     return f"1555{random.randrange(10**7):07d}"
-
-
-def a_test_number() -> tuple[str, str]:
-    """A Telegram-style test number 99966XYYYY and its code, X five times."""
-    x = random.randrange(1, 10)
-    return f"99966{x}{random.randrange(10**4):04d}", str(x) * 5
 
 
 def send_code(number: str) -> api.functions.auth.SendCode:
@@ -154,7 +148,7 @@ async def test_keys_are_stored_once_and_read_back(client: RpcClient) -> None:
 async def test_sign_up_then_users_and_authorizations(stack: Any, client: RpcClient) -> None:
     device = Device(client, ip(), model="Pixel Lab")
     await device.store()
-    number, code = a_test_number()
+    number, code = fresh_test_number()
     assert await device.error(api.functions.updates.GetState()) == (401, "AUTH_KEY_UNREGISTERED")
 
     done, used_hash = await sign_up_with_hash(device, number, code)
@@ -186,8 +180,8 @@ async def test_known_users_only_with_their_access_hash(client: RpcClient) -> Non
     alice, bob = Device(client, ip()), Device(client, ip())
     await alice.store()
     await bob.store()
-    a = (await sign_up(alice, *a_test_number(), first_name="Alice")).user
-    b = (await sign_up(bob, *a_test_number(), first_name="Bob")).user
+    a = (await sign_up(alice, *fresh_test_number(), first_name="Alice")).user
+    b = (await sign_up(bob, *fresh_test_number(), first_name="Bob")).user
     seen = await alice.call(api.functions.users.GetUsers(id=[
         api.types.InputUser(user_id=b.id, access_hash=b.access_hash),
         api.types.InputUser(user_id=b.id, access_hash=b.access_hash ^ 1),  # a guessed hash shows nothing
@@ -201,7 +195,7 @@ async def test_known_users_only_with_their_access_hash(client: RpcClient) -> Non
 
 
 async def test_reset_authorization_revokes_the_other_device_and_tells_watchers(stack: Any, client: RpcClient) -> None:
-    number, code = a_test_number()
+    number, code = fresh_test_number()
     laptop, phone_ = Device(client, ip(), "laptop"), Device(client, ip(), "phone")
     await laptop.store()
     await phone_.store()
@@ -242,7 +236,7 @@ async def test_reset_authorization_revokes_the_other_device_and_tells_watchers(s
 async def test_log_out(client: RpcClient) -> None:
     device = Device(client, ip())
     await device.store()
-    await sign_up(device, *a_test_number())
+    await sign_up(device, *fresh_test_number())
     assert isinstance(await device.call(api.functions.auth.LogOut()), api.types.auth.LoggedOut)
     assert await device.error(api.functions.updates.GetState()) == (401, "AUTH_KEY_UNREGISTERED")  # not "revoked"
     assert await device.error(api.functions.auth.LogOut()) == (401, "AUTH_KEY_UNREGISTERED")
@@ -280,7 +274,7 @@ async def test_a_bound_temporary_key_acts_as_its_permanent_key(stack: Any, clien
     await perm.store()
     await temp.store(expires_in=3600)
     assert await temp.error(api.functions.updates.GetState()) == (401, "AUTH_KEY_PERM_EMPTY")  # not bound yet
-    number, code = a_test_number()
+    number, code = fresh_test_number()
     me = (await sign_up(perm, number, code)).user
     expires_at, msg_id = int(time.time()) + 600, random.getrandbits(60) << 2  # a signed long, divisible by 4
 
@@ -430,7 +424,7 @@ async def test_flood_limits_per_phone_and_per_address(stack: Any, client: RpcCli
 
 
 async def test_pending_codes_are_listed_for_mtlab_codes(stack: Any, client: RpcClient) -> None:
-    number, code = a_test_number()
+    number, code = fresh_test_number()
     await Device(client, ip()).call(send_code(number))
     r = redis_.connect(stack.redis_url)
     try:
@@ -515,8 +509,8 @@ async def test_usernames_are_unique_without_regard_to_case(client: RpcClient) ->
     ada, bob = Device(client, ip()), Device(client, ip())
     await ada.store()
     await bob.store()
-    await sign_up(ada, *a_test_number())
-    await sign_up(bob, *a_test_number(), first_name="Bob")
+    await sign_up(ada, *fresh_test_number())
+    await sign_up(bob, *fresh_test_number(), first_name="Bob")
     name = f"ada_{random.randrange(10**6)}"
     assert await ada.call(api.functions.account.CheckUsername(username=name)) is True
     me = await ada.call(api.functions.account.UpdateUsername(username=name))

@@ -18,12 +18,12 @@ from typing import Any
 import anyio
 import pytest
 
-from mtlab.client import Client, ClientConfig, session_file
+from mtlab.client import Client, ClientConfig, account, session_file
 from mtlab.client import RpcError as SdkRpcError
 from mtproto import pfs
 from mtproto.session import AuthKey
 from mtproto.tl import api
-from tests.helpers.auth import Stack
+from tests.helpers.auth import Stack, fresh_test_number
 from tests.helpers.client import public_pem
 from tests.helpers.raw_client import CallFailed, Closed, RawClient, raw_client
 
@@ -39,21 +39,8 @@ def stack(stack_factory: Any) -> Stack:
     return s
 
 
-def number() -> tuple[str, str]:
-    x = random.randrange(1, 10)
-    return f"99966{x}{random.randrange(10**4):04d}", str(x) * 5
-
-
 async def sign_in_or_up(invoke: Any, phone: str, code: str) -> api.types.User:
-    sent = await invoke(api.functions.auth.SendCode(phone_number=phone, api_id=1, api_hash="lab",
-                                                    settings=api.types.CodeSettings()))
-    result = await invoke(api.functions.auth.SignIn(phone_number=phone, phone_code_hash=sent.phone_code_hash,
-                                                    phone_code=code))
-    if isinstance(result, api.types.auth.AuthorizationSignUpRequired):
-        result = await invoke(api.functions.auth.SignUp(phone_number=phone, phone_code_hash=sent.phone_code_hash,
-                                                        first_name="Perfect", last_name="Forward"))
-    assert isinstance(result, api.types.auth.Authorization) and isinstance(result.user, api.types.User)
-    return result.user
+    return await account.sign_in_or_up(invoke, phone, code, first_name="Perfect", last_name="Forward")
 
 
 @asynccontextmanager
@@ -101,7 +88,7 @@ def edge_errors(gw: Any, error: str) -> float:
 
 async def test_a_bound_temporary_key_works_as_the_signed_in_permanent_key(stack: Stack, tmp_path: Path) -> None:
     gw = stack.gateways[0]
-    phone, code = number()
+    phone, code = fresh_test_number()
     async with device(gw, tmp_path) as (sdk, perm), raw_client(gw, expires_in=3600) as temp:
         me = await sign_in_or_up(sdk.invoke, phone, code)
         # Before binding, a temporary key may fetch the config and bind, nothing else (core.telegram.org/api/pfs)
@@ -142,7 +129,7 @@ async def test_a_bound_temporary_key_works_as_the_signed_in_permanent_key(stack:
 async def test_binding_messages_that_do_not_match_the_call_are_refused(stack: Stack, tmp_path: Path) -> None:
     gw = stack.gateways[0]
     async with device(gw, tmp_path) as (sdk, perm), raw_client(gw, expires_in=3600) as temp:
-        await sign_in_or_up(sdk.invoke, *number())
+        await sign_in_or_up(sdk.invoke, *fresh_test_number())
         invalid = "400 ENCRYPTED_MESSAGE_INVALID"
         assert await fails(temp, bind(perm, temp, query={"nonce": lambda q: q.nonce + 1})) == invalid
         assert await fails(temp, bind(perm, temp, query={"expires_at": lambda q: q.expires_at + 1})) == invalid
@@ -173,7 +160,7 @@ async def test_a_new_temporary_key_replaces_the_old_one(stack: Stack, tmp_path: 
     gw = stack.gateways[0]
     async with device(gw, tmp_path) as (sdk, perm), raw_client(gw, expires_in=3600) as old, \
             raw_client(gw, expires_in=3600) as new:
-        await sign_in_or_up(sdk.invoke, *number())
+        await sign_in_or_up(sdk.invoke, *fresh_test_number())
         assert await old.call(bind(perm, old)) is True
         assert len(await old.call(ME)) == 1
         assert await new.call(bind(perm, new)) is True  # "binding a new temporary key overwrites the previous one"
@@ -184,7 +171,7 @@ async def test_a_new_temporary_key_replaces_the_old_one(stack: Stack, tmp_path: 
 async def test_the_binding_ends_with_its_expires_at(stack: Stack, tmp_path: Path) -> None:
     gw = stack.gateways[0]
     async with device(gw, tmp_path) as (sdk, perm), raw_client(gw, expires_in=3600) as temp:
-        await sign_in_or_up(sdk.invoke, *number())
+        await sign_in_or_up(sdk.invoke, *fresh_test_number())
         soon = int(time.time()) + 2
         assert await temp.call(bind(perm, temp, inner={"expires_at": lambda _: soon})) is True
         assert len(await temp.call(ME)) == 1

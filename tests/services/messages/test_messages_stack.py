@@ -4,7 +4,6 @@ databases, Redis): the bundled SDK and stock Telethon send to each other and rea
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,9 +13,10 @@ from telethon import TelegramClient
 from telethon.crypto import rsa as telethon_rsa
 from telethon.sessions import MemorySession
 
-from mtlab.client import Client, ClientConfig
-from mtproto.crypto import rsa
+from mtlab.client import Client, ClientConfig, account
 from mtproto.tl import api
+from tests.helpers.auth import fresh_test_number
+from tests.helpers.client import public_pem
 from tests.helpers.stack import Stack, new_stack
 
 F = api.functions.messages
@@ -28,35 +28,6 @@ def stack() -> Iterator[Stack]:
         done = s.up()
         assert done.returncode == 0, done.stdout + done.stderr
         yield s
-
-
-def pem(stack: Stack) -> str:
-    key = rsa.load_private_pem((stack.data_dir / "gateway_rsa.pem").read_bytes())
-    return rsa.public_pem_pkcs1(key).decode("ascii")
-
-
-_used: set[str] = set()
-
-
-def number() -> tuple[str, str]:
-    while True:
-        x = random.randrange(1, 10)
-        phone = f"99966{x}{random.randrange(10**4):04d}"
-        if phone not in _used:
-            _used.add(phone)
-            return phone, str(x) * 5
-
-
-async def signed_in(client: Client, phone: str, code: str, name: str) -> api.types.User:
-    sent = await client.invoke(api.functions.auth.SendCode(phone_number=phone, api_id=1, api_hash="lab",
-                                                           settings=api.types.CodeSettings()))
-    result = await client.invoke(api.functions.auth.SignIn(phone_number=phone, phone_code_hash=sent.phone_code_hash,
-                                                           phone_code=code))
-    if isinstance(result, api.types.auth.AuthorizationSignUpRequired):
-        result = await client.invoke(api.functions.auth.SignUp(phone_number=phone, phone_code_hash=sent.phone_code_hash,
-                                                               first_name=name, last_name=""))
-    assert isinstance(result.user, api.types.User)
-    return result.user
 
 
 def peer(user: api.types.User) -> api.types.InputPeerUser:
@@ -71,21 +42,22 @@ async def texts(client: Client, other: api.types.User) -> list[str]:
 
 
 def test_sdk_and_telethon_talk_through_the_stack(stack: Stack) -> None:
-    config = ClientConfig(server_keys=pem(stack), port=stack.port, ping_interval=None)
-    (alice_phone, alice_code), (bob_phone, bob_code) = number(), number()
+    config = ClientConfig(server_keys=public_pem(stack), port=stack.port, ping_interval=None)
+    (alice_phone, alice_code), (bob_phone, bob_code) = fresh_test_number(), fresh_test_number()
 
     async def sdk_side() -> tuple[api.types.User, api.types.User]:
         with anyio.fail_after(60):
             async with Client(config) as a, Client(config) as b:
-                alice = await signed_in(a, alice_phone, alice_code, "Alice")
-                bob = await signed_in(b, bob_phone, bob_code, "Bob")  # Telethon 1.45 cannot sign up
+                alice = await account.sign_in_or_up(a.invoke, alice_phone, alice_code, first_name="Alice")
+                # Telethon 1.45 cannot sign up: the SDK makes Bob's account
+                bob = await account.sign_in_or_up(b.invoke, bob_phone, bob_code, first_name="Bob")
                 sent = await a.invoke(F.SendMessage(peer=peer(bob), message="hi bob, from the SDK", random_id=11))
                 assert isinstance(sent, api.types.UpdateShortSentMessage) and sent.id == 1
                 assert await texts(b, alice) == ["hi bob, from the SDK"]
                 return alice, bob
 
     alice, bob = anyio.run(sdk_side)
-    telethon_rsa.add_key(pem(stack), old=False)
+    telethon_rsa.add_key(public_pem(stack), old=False)
 
     async def telethon_side() -> tuple[list[str], list[Any], int]:
         session = MemorySession()
@@ -109,7 +81,7 @@ def test_sdk_and_telethon_talk_through_the_stack(stack: Stack) -> None:
 
     async def alice_reads() -> list[str]:
         async with Client(config) as a:
-            await signed_in(a, alice_phone, alice_code, "Alice")
+            await account.sign_in_or_up(a.invoke, alice_phone, alice_code, first_name="Alice")
             return await texts(a, bob)
 
     assert anyio.run(alice_reads) == ["hello alice, from Telethon", "hi bob, from the SDK"]
