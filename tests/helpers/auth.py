@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from services.auth.codes import code_for_test_number
-from tests.helpers.gateway import GatewayProcess, free_port
+from tests.helpers.gateway import GatewayProcess, free_port, terminate
 from tests.helpers.gateway import start_gateway as _start_gateway
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,9 +57,11 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 
 @dataclass
-class AuthProcess:
-    """``python -m services.auth`` on its own ports; ``restart`` brings it back on the same ones."""
+class ServiceProcess:
+    """``python -m <module>`` (an asyncio service) on its own ports; ``start`` again brings it back on the same ones.
+    Started means its log says "internal RPC on 127.0.0.1:<rpc_port>" (services/common/service.serve)."""
 
+    module: str
     env: dict[str, str]
     log: Path
     rpc_port: int
@@ -68,33 +69,32 @@ class AuthProcess:
     proc: subprocess.Popen[str] | None = None
     starts: int = 0
 
-    def start(self) -> AuthProcess:
+    def start(self, **extra: str) -> ServiceProcess:
         self.starts += 1
         with self.log.open("a") as out:
             out.write(f"--- start {self.starts} ---\n")
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.auth"], cwd=REPO, env=self.env, text=True,
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO, env=self.env | extra, text=True,
                                      stdout=self.log.open("a"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         marker = f"internal RPC on 127.0.0.1:{self.rpc_port}"
         while time.monotonic() < deadline:
             text = self.log.read_text().rsplit(f"--- start {self.starts} ---", 1)[-1]
             if self.proc.poll() is not None:
-                raise RuntimeError(f"auth service exited with {self.proc.returncode}:\n{text}")
+                raise RuntimeError(f"{self.module} exited with {self.proc.returncode}:\n{text}")
             if marker in text:
                 return self
             time.sleep(0.05)
         self.proc.kill()
-        raise RuntimeError(f"auth service did not start in 30 s:\n{self.log.read_text()}")
+        raise RuntimeError(f"{self.module} did not start in 60 s:\n{self.log.read_text()}")
 
     def stop(self) -> int | None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return None if self.proc is None else self.proc.returncode
+        return None if self.proc is None else terminate(self.proc)
+
+    def wait(self, timeout: float = 30) -> int:
+        """The exit code of a process that is expected to end by itself."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.module} was never started")
+        return self.proc.wait(timeout=timeout)
 
     def kill(self) -> None:
         """SIGKILL: a crash, nothing cleaned up."""
@@ -112,7 +112,7 @@ class AuthProcess:
         return _scrape(self.metrics_port, "/healthz")[0]
 
 
-def start_auth(tmp: Path, postgres_dsn: str, redis_url: str, **env: str) -> AuthProcess:
+def start_auth(tmp: Path, postgres_dsn: str, redis_url: str, **env: str) -> ServiceProcess:
     tmp.mkdir(parents=True, exist_ok=True)
     rpc_port, metrics_port = free_port(), free_port()
     full_env = {
@@ -123,10 +123,10 @@ def start_auth(tmp: Path, postgres_dsn: str, redis_url: str, **env: str) -> Auth
         "MTLAB_AUTH_METRICS_PORT": str(metrics_port),
         **env,
     }
-    return AuthProcess(full_env, tmp / "auth.log", rpc_port, metrics_port).start()
+    return ServiceProcess("services.auth", full_env, tmp / "auth.log", rpc_port, metrics_port).start()
 
 
-def start_gateway(tmp: Path, auth: AuthProcess | None, **env: str) -> GatewayProcess:
+def start_gateway(tmp: Path, auth: ServiceProcess | None, **env: str) -> GatewayProcess:
     """A gateway in front of ``auth`` (None: standalone), with no handshake rate limit (tests make many keys)."""
     wired = {"MTLAB_GATEWAY_AUTH_HOST": "127.0.0.1", "MTLAB_GATEWAY_AUTH_PORT": str(auth.rpc_port)} if auth else {}
     settings = {"MTLAB_GATEWAY_HANDSHAKES_PER_IP": "100000", "MTLAB_GATEWAY_SHUTDOWN_GRACE": "0", **wired, **env}
@@ -140,7 +140,7 @@ class Stack:
     tmp: Path
     postgres_dsn: str
     redis_url: str
-    auth: AuthProcess
+    auth: ServiceProcess
     dc_port: int  # the first gateway's port: help.getConfig names it, so the auth service is told it up front
     gateways: list[GatewayProcess] = field(default_factory=list)
 

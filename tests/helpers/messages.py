@@ -12,10 +12,6 @@ import itertools
 import logging
 import os
 import secrets
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +28,7 @@ from services.common.service import rpc_handler
 from services.messages.handlers import Messages
 from services.messages.server import METHODS
 from shard_db import Shards, prepare
+from tests.helpers.auth import ServiceProcess
 from tests.helpers.gateway import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,51 +96,10 @@ class MessageLab:
         return out
 
 
-@dataclass
-class MessagesProcess:
-    """``python -m services.messages`` on its own ports, against a test database; ``start`` again after it exits."""
-
-    env: dict[str, str]
-    log: Path
-    rpc_port: int
-    proc: subprocess.Popen[str] | None = None
-    starts: int = 0
-
-    def start(self, **extra: str) -> MessagesProcess:
-        self.starts += 1
-        with self.log.open("a") as out:
-            out.write(f"--- start {self.starts} ---\n")
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.messages"], cwd=REPO, env=self.env | extra,
-                                     text=True, stdout=self.log.open("a"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            text = self.log.read_text().rsplit(f"--- start {self.starts} ---", 1)[-1]
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"message service exited with {self.proc.returncode}:\n{text}")
-            if f"internal RPC on 127.0.0.1:{self.rpc_port}" in text:
-                return self
-            time.sleep(0.05)
-        self.proc.kill()
-        raise RuntimeError(f"message service did not start in 60 s:\n{self.log.read_text()}")
-
-    def wait(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout=timeout)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def messages_process(tmp: Path, postgres_dsn: str, redis_url: str, **env: str) -> MessagesProcess:
+def messages_process(tmp: Path, postgres_dsn: str, redis_url: str, **env: str) -> ServiceProcess:
     tmp.mkdir(parents=True, exist_ok=True)
     rpc_port, metrics_port = free_port(), free_port()
     full = {**os.environ, "MTLAB_POSTGRES_DSN": postgres_dsn, "MTLAB_REDIS_URL": redis_url,
             "MTLAB_MESSAGES_RPC_PORT": str(rpc_port), "MTLAB_MESSAGES_METRICS_PORT": str(metrics_port),
             "MTLAB_SHARD_LOGICAL": "8", "MTLAB_SHARD_PHYSICAL": "2", **env}
-    return MessagesProcess(full, tmp / "messages.log", rpc_port)
+    return ServiceProcess("services.messages", full, tmp / "messages.log", rpc_port, metrics_port)
