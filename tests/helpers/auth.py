@@ -66,6 +66,7 @@ class ServiceProcess:
     log: Path
     rpc_port: int
     metrics_port: int
+    start_timeout: float = 60.0
     proc: subprocess.Popen[str] | None = None
     starts: int = 0
 
@@ -75,7 +76,7 @@ class ServiceProcess:
             out.write(f"--- start {self.starts} ---\n")
         self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO, env=self.env | extra, text=True,
                                      stdout=self.log.open("a"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.start_timeout
         marker = f"internal RPC on 127.0.0.1:{self.rpc_port}"
         while time.monotonic() < deadline:
             text = self.log.read_text().rsplit(f"--- start {self.starts} ---", 1)[-1]
@@ -85,7 +86,7 @@ class ServiceProcess:
                 return self
             time.sleep(0.05)
         self.proc.kill()
-        raise RuntimeError(f"{self.module} did not start in 60 s:\n{self.log.read_text()}")
+        raise RuntimeError(f"{self.module} did not start in {self.start_timeout:.0f} s:\n{self.log.read_text()}")
 
     def stop(self) -> int | None:
         return None if self.proc is None else terminate(self.proc)
@@ -123,7 +124,8 @@ def start_auth(tmp: Path, postgres_dsn: str, redis_url: str, **env: str) -> Serv
         "MTLAB_AUTH_METRICS_PORT": str(metrics_port),
         **env,
     }
-    return ServiceProcess("services.auth", full_env, tmp / "auth.log", rpc_port, metrics_port).start()
+    return ServiceProcess("services.auth", full_env, tmp / "auth.log", rpc_port, metrics_port,
+                          start_timeout=30.0).start()
 
 
 def start_gateway(tmp: Path, auth: ServiceProcess | None, **env: str) -> GatewayProcess:
