@@ -129,10 +129,8 @@ def render_post(p: PostRow, c: ChannelRow, *, viewer: int) -> api.types.TypeMess
     peer = api.types.PeerChannel(channel_id=p.channel_id)
     author = None if c.broadcast else api.types.PeerUser(user_id=p.from_id)
     if p.action is not None:
-        action = render.media(p.action)
-        assert isinstance(action, api.types.TypeMessageAction)  # noqa: S101 - written by this module only
         return api.types.MessageService(id=p.id, out=p.from_id == viewer, post=c.broadcast, from_id=author,
-                                        peer_id=peer, date=p.date, action=action)
+                                        peer_id=peer, date=p.date, action=render.action(p.action))
     return api.types.Message(id=p.id, out=p.from_id == viewer, post=c.broadcast, from_id=author, peer_id=peer,
                              date=p.date, message=p.message, entities=render.decode_entities(p.entities),
                              views=p.views if c.broadcast else None, forwards=0 if c.broadcast else None,

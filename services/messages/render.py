@@ -36,21 +36,27 @@ def decode_entities(data: bytes | None) -> list[api.types.TypeMessageEntity] | N
     return [e for e in r.read_vector(r.read_object) if isinstance(e, api.types.TypeMessageEntity)]
 
 
-def media(data: bytes | None) -> TLObject | None:
+def stored_object(data: bytes | None) -> TLObject | None:
+    """A TL object kept as bytes in a column (media), or None."""
     return Reader(data).read_object() if data is not None else None
+
+
+def action(data: bytes) -> api.types.TypeMessageAction:
+    """A service message's action, kept as TL bytes."""
+    decoded = Reader(data).read_object()
+    if not isinstance(decoded, api.types.TypeMessageAction):
+        raise TypeError(f"a stored message action is a {type(decoded).__name__}")
+    return decoded
 
 
 def message(m: MessageRow) -> api.types.TypeMessage:
     if m.action is not None:
-        action = media(m.action)
-        if not isinstance(action, api.types.TypeMessageAction):
-            raise TypeError(f"message {m.id} of {m.owner_id}: its action is a {type(action).__name__}")
         return api.types.MessageService(out=m.out, id=m.id, from_id=api.types.PeerUser(user_id=m.from_id),
-                                        peer_id=peer(m.peer_type, m.peer_id), date=m.date, action=action)
+                                        peer_id=peer(m.peer_type, m.peer_id), date=m.date, action=action(m.action))
     return api.types.Message(
         out=m.out, silent=m.silent, id=m.id, from_id=api.types.PeerUser(user_id=m.from_id),
         peer_id=peer(m.peer_type, m.peer_id), date=m.date, message=m.message,
-        entities=decode_entities(m.entities), media=media(m.media),
+        entities=decode_entities(m.entities), media=stored_object(m.media),
         reply_to=api.types.MessageReplyHeader(reply_to_msg_id=m.reply_to_id) if m.reply_to_id else None,
         fwd_from=(api.types.MessageFwdHeader(from_id=api.types.PeerUser(user_id=m.fwd_from_id), date=m.fwd_date or 0)
                   if m.fwd_from_id is not None else None),
