@@ -589,7 +589,11 @@ class Supervisor:
                 number = getattr(settings, port.knob) if number is None else number
                 option = f"--{service.name}-{port.knob.replace('_', '-')}"
                 if number == 0:
+                    # A free port the system hands out can be the one it handed out a moment ago for another
+                    # knob (each probe socket is closed again): ask again until it is one nobody here has.
                     number = _free_port(settings.host)
+                    while number in taken:
+                        number = _free_port(settings.host)
                 elif _port_taken(settings.host, number):
                     return (f"port {number} ({service.name} {port.knob}, {option}) is taken by another program on "
                             f"{settings.host}.\n`ss -ltnp 'sport = :{number}'` names it; stop it, or pick another "

@@ -18,12 +18,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from mtlab import servers
+from mtlab import servers, supervisor
 from mtlab.selfcheck import PairClient, Transcript, run_client
 from mtlab.supervisor import alive
 from mtproto.crypto import rsa
@@ -261,3 +262,16 @@ def test_a_gateway_that_keeps_crashing_is_given_up_on(fresh: Stack) -> None:
     assert "gave up after 5 crashes" in gateway["detail"]
     assert "gave up after 5 crashes" in (fresh.data_dir / "logs" / "supervisor.log").read_text()
     assert "NOT all healthy" in fresh.mtlab("status").stdout
+
+
+def test_ports_picked_for_zero_are_all_different(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every knob set to 0 gets a free port of its own, even when the system hands out the same free port twice
+    in a row (it may: each probe socket is closed before the next is opened). The repeats are forced here, since
+    the kernel's choice cannot be."""
+    handed_out = iter([50001, 50001, 50002, 50002, 50002, 50003, *range(50004, 50100)])
+    monkeypatch.setattr(supervisor, "_free_port", lambda host: next(handed_out))
+    zeros = {s.name: {p.knob: 0 for p in s.ports} for s in supervisor.SERVICES}
+    plans = supervisor.Supervisor(supervisor.UpOptions(data_dir=tmp_path, ports=zeros))._plan()
+    assert not isinstance(plans, str), plans
+    numbers = [n for run in plans for n in run.endpoint.ports.values()]
+    assert len(numbers) == len(set(numbers)) == sum(len(s.ports) for s in supervisor.SERVICES)
