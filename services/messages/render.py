@@ -9,7 +9,7 @@ bytes.
 from __future__ import annotations
 
 from mtproto.tl import api
-from mtproto.tl.runtime import INT, VECTOR_HEADER, Reader, TLObject
+from mtproto.tl.runtime import INT, VECTOR_HEADER, Reader
 from services.messages.store import CHANNEL, CHAT, USER, DialogRow, MessageRow
 
 
@@ -36,9 +36,14 @@ def decode_entities(data: bytes | None) -> list[api.types.TypeMessageEntity] | N
     return [e for e in r.read_vector(r.read_object) if isinstance(e, api.types.TypeMessageEntity)]
 
 
-def stored_object(data: bytes | None) -> TLObject | None:
-    """A TL object kept as bytes in a column (media), or None."""
-    return Reader(data).read_object() if data is not None else None
+def media(data: bytes | None) -> api.types.TypeMessageMedia | None:
+    """A message's media, kept as TL bytes in a column, or None."""
+    if data is None:
+        return None
+    decoded = Reader(data).read_object()
+    if not isinstance(decoded, api.types.TypeMessageMedia):
+        raise TypeError(f"stored media is a {type(decoded).__name__}")
+    return decoded
 
 
 def action(data: bytes) -> api.types.TypeMessageAction:
@@ -56,7 +61,7 @@ def message(m: MessageRow) -> api.types.TypeMessage:
     return api.types.Message(
         out=m.out, silent=m.silent, id=m.id, from_id=api.types.PeerUser(user_id=m.from_id),
         peer_id=peer(m.peer_type, m.peer_id), date=m.date, message=m.message,
-        entities=decode_entities(m.entities), media=stored_object(m.media),
+        entities=decode_entities(m.entities), media=media(m.media),
         reply_to=api.types.MessageReplyHeader(reply_to_msg_id=m.reply_to_id) if m.reply_to_id else None,
         fwd_from=(api.types.MessageFwdHeader(from_id=api.types.PeerUser(user_id=m.fwd_from_id), date=m.fwd_date or 0)
                   if m.fwd_from_id is not None else None),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from mtproto.tl.api.functions import account, auth, channels, contacts, help, messages, updates, users
+from mtproto.tl.api.functions import account, auth, channels, contacts, help, messages, updates, upload, users
 from mtproto.tl.runtime import INT, LONG, UINT, VECTOR_HEADER, Reader, TLFunction, TypeRef, register, write_string
 
 if TYPE_CHECKING:
@@ -205,5 +205,6 @@ __all__ = [
     "help",
     "messages",
     "updates",
+    "upload",
     "users",
 ]

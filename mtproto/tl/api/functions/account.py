@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from mtproto.tl.runtime import LONG, Reader, TLFunction, TypeRef, register, write_string
+from mtproto.tl.runtime import LONG, Reader, TLFunction, TypeRef, register, write_bool, write_string
 
 if TYPE_CHECKING:
     from mtproto.tl.api.types import TypeUser
@@ -98,11 +98,33 @@ class CheckUsername(TLFunction["bool"]):
         return r.read_bool()
 
 
-register(GetAuthorizations, ResetAuthorization, UpdateUsername, CheckUsername)
+@dataclass(slots=True, kw_only=True)
+class UpdateStatus(TLFunction["bool"]):
+    """``account.updateStatus#6628562c offline:Bool = Bool;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x6628562c
+    TL_NAME: ClassVar[str] = "account.updateStatus"
+
+    offline: bool
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_bool(out, self.offline)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateStatus:
+        _offline = r.read_bool()
+        return cls(offline=_offline)
+
+    def read_result(self, r: Reader) -> bool:
+        return r.read_bool()
+
+
+register(GetAuthorizations, ResetAuthorization, UpdateUsername, CheckUsername, UpdateStatus)
 
 __all__ = [
     "CheckUsername",
     "GetAuthorizations",
     "ResetAuthorization",
+    "UpdateStatus",
     "UpdateUsername",
 ]

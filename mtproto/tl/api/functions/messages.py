@@ -18,30 +18,63 @@ from mtproto.tl.runtime import (
     TypeRef,
     register,
     write_bool,
+    write_bytes,
     write_string,
 )
 
 if TYPE_CHECKING:
     from mtproto.tl.api.types import (
+        TypeEncryptedChat,
+        TypeInputEncryptedChat,
+        TypeInputEncryptedFile,
+        TypeInputMedia,
         TypeInputMessage,
         TypeInputPeer,
         TypeInputReplyTo,
         TypeInputUser,
         TypeMessageEntity,
+        TypeMessageMedia,
         TypeMessagesFilter,
         TypeReaction,
+        TypeSendMessageAction,
         TypeUpdates,
     )
     from mtproto.tl.api.types.messages import (
         TypeAffectedMessages,
         TypeChatFull,
         TypeChats,
+        TypeDhConfig,
         TypeDialogs,
         TypeInvitedUsers,
         TypeMessages,
         TypeMessageViews,
+        TypeSentEncryptedMessage,
     )
 
+_T_ENCRYPTEDCHAT: TypeRef[TypeEncryptedChat] = TypeRef(
+    "EncryptedChat",
+    0x1e1c7c45,
+    0x48f1d94c,
+    0x61f0d4c7,
+    0x66b25953,
+    0xab7ec0a0,
+)
+_T_INPUTENCRYPTEDCHAT: TypeRef[TypeInputEncryptedChat] = TypeRef("InputEncryptedChat", 0xf141b5e1)
+_T_INPUTENCRYPTEDFILE: TypeRef[TypeInputEncryptedFile] = TypeRef(
+    "InputEncryptedFile",
+    0x1837c364,
+    0x2dc173c8,
+    0x5a17b5e5,
+    0x64bd0306,
+)
+_T_INPUTMEDIA: TypeRef[TypeInputMedia] = TypeRef(
+    "InputMedia",
+    0x037c9330,
+    0x7d8375da,
+    0x9664f57f,
+    0xa8763ab5,
+    0xe3af4434,
+)
 _T_INPUTMESSAGE: TypeRef[TypeInputMessage] = TypeRef("InputMessage", 0x86872538, 0xa676a322, 0xacfa1a7e, 0xbad88395)
 _T_INPUTPEER: TypeRef[TypeInputPeer] = TypeRef(
     "InputPeer",
@@ -83,6 +116,7 @@ _T_MESSAGEENTITY: TypeRef[TypeMessageEntity] = TypeRef(
     0xf1ccaaac,
     0xfa04579d,
 )
+_T_MESSAGEMEDIA: TypeRef[TypeMessageMedia] = TypeRef("MessageMedia", 0x3ded6320, 0x52d8ccd9, 0x9f84f49e, 0xe216eb63)
 _T_MESSAGESFILTER: TypeRef[TypeMessagesFilter] = TypeRef(
     "MessagesFilter",
     0x1bb00451,
@@ -107,6 +141,7 @@ _T_MESSAGESFILTER: TypeRef[TypeMessagesFilter] = TypeRef(
 _T_MESSAGES_AFFECTEDMESSAGES: TypeRef[TypeAffectedMessages] = TypeRef("messages.AffectedMessages", 0x84d19185)
 _T_MESSAGES_CHATFULL: TypeRef[TypeChatFull] = TypeRef("messages.ChatFull", 0xe5d7d19c)
 _T_MESSAGES_CHATS: TypeRef[TypeChats] = TypeRef("messages.Chats", 0x64ff9fd5, 0x9cd81144)
+_T_MESSAGES_DHCONFIG: TypeRef[TypeDhConfig] = TypeRef("messages.DhConfig", 0x2c221edd, 0xc0e24635)
 _T_MESSAGES_DIALOGS: TypeRef[TypeDialogs] = TypeRef("messages.Dialogs", 0x15ba6c40, 0x71e094f3, 0xf0e3e596)
 _T_MESSAGES_INVITEDUSERS: TypeRef[TypeInvitedUsers] = TypeRef("messages.InvitedUsers", 0x7f5defa6)
 _T_MESSAGES_MESSAGES: TypeRef[TypeMessages] = TypeRef(
@@ -117,7 +152,25 @@ _T_MESSAGES_MESSAGES: TypeRef[TypeMessages] = TypeRef(
     0xc776ba4e,
 )
 _T_MESSAGES_MESSAGEVIEWS: TypeRef[TypeMessageViews] = TypeRef("messages.MessageViews", 0xb6c4f543)
+_T_MESSAGES_SENTENCRYPTEDMESSAGE: TypeRef[TypeSentEncryptedMessage] = TypeRef(
+    "messages.SentEncryptedMessage",
+    0x560f8935,
+    0x9493ff32,
+)
 _T_REACTION: TypeRef[TypeReaction] = TypeRef("Reaction", 0x1b2286b8, 0x523da4eb, 0x79f5d419, 0x8935fc73)
+_T_SENDMESSAGEACTION: TypeRef[TypeSendMessageAction] = TypeRef(
+    "SendMessageAction",
+    0x16bf744e,
+    0x176f8ba1,
+    0x628cbc6f,
+    0xa187d66f,
+    0xaa0cd9e4,
+    0xd1d34a26,
+    0xd52f73f7,
+    0xe9763aec,
+    0xf351d7ab,
+    0xfd5ec8f5,
+)
 _T_UPDATES: TypeRef[TypeUpdates] = TypeRef(
     "Updates",
     0x313bc7f8,
@@ -853,7 +906,7 @@ class EditMessage(TLFunction["TypeUpdates"]):
     no_webpage: bool = False
     invert_media: bool = False
     message: str | None = None
-    media: TLObject | None = None
+    media: TypeInputMedia | None = None
     reply_markup: TLObject | None = None
     entities: list[TypeMessageEntity] | None = None
     schedule_date: int | None = None
@@ -904,7 +957,7 @@ class EditMessage(TLFunction["TypeUpdates"]):
         _peer = r.read_boxed(_T_INPUTPEER)
         _id = r.read_int()
         _message = r.read_string() if flags & 2048 else None
-        _media = r.read_object() if flags & 16384 else None
+        _media = r.read_boxed(_T_INPUTMEDIA) if flags & 16384 else None
         _reply_markup = r.read_object() if flags & 4 else None
         _entities = r.read_vector(lambda: r.read_boxed(_T_MESSAGEENTITY)) if flags & 8 else None
         _schedule_date = r.read_int() if flags & 32768 else None
@@ -958,6 +1011,484 @@ class DeleteMessages(TLFunction["TypeAffectedMessages"]):
         return r.read_boxed(_T_MESSAGES_AFFECTEDMESSAGES)
 
 
+@dataclass(slots=True, kw_only=True)
+class SetTyping(TLFunction["bool"]):
+    """``messages.setTyping#58943ee2 flags:# peer:InputPeer top_msg_id:flags.0?int action:SendMessageAction = Bool;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x58943ee2
+    TL_NAME: ClassVar[str] = "messages.setTyping"
+
+    peer: TypeInputPeer
+    action: TypeSendMessageAction
+    top_msg_id: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.top_msg_id is not None else 0)
+        out += UINT.pack(flags)
+        self.peer._write(out)
+        if self.top_msg_id is not None:
+            out += INT.pack(self.top_msg_id)
+        self.action._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SetTyping:
+        flags = r.read_uint()
+        _peer = r.read_boxed(_T_INPUTPEER)
+        _top_msg_id = r.read_int() if flags & 1 else None
+        _action = r.read_boxed(_T_SENDMESSAGEACTION)
+        return cls(peer=_peer, top_msg_id=_top_msg_id, action=_action)
+
+    def read_result(self, r: Reader) -> bool:
+        return r.read_bool()
+
+
+@dataclass(slots=True, kw_only=True)
+class GetDhConfig(TLFunction["TypeDhConfig"]):
+    """``messages.getDhConfig#26cf8950 version:int random_length:int = messages.DhConfig;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x26cf8950
+    TL_NAME: ClassVar[str] = "messages.getDhConfig"
+
+    version: int
+    random_length: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.version)
+        out += INT.pack(self.random_length)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> GetDhConfig:
+        _version = r.read_int()
+        _random_length = r.read_int()
+        return cls(version=_version, random_length=_random_length)
+
+    def read_result(self, r: Reader) -> TypeDhConfig:
+        return r.read_boxed(_T_MESSAGES_DHCONFIG)
+
+
+@dataclass(slots=True, kw_only=True)
+class RequestEncryption(TLFunction["TypeEncryptedChat"]):
+    """``messages.requestEncryption#f64daf43 user_id:InputUser random_id:int g_a:bytes = EncryptedChat;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf64daf43
+    TL_NAME: ClassVar[str] = "messages.requestEncryption"
+
+    user_id: TypeInputUser
+    random_id: int
+    g_a: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.user_id._write(out)
+        out += INT.pack(self.random_id)
+        write_bytes(out, self.g_a)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> RequestEncryption:
+        _user_id = r.read_boxed(_T_INPUTUSER)
+        _random_id = r.read_int()
+        _g_a = r.read_bytes()
+        return cls(user_id=_user_id, random_id=_random_id, g_a=_g_a)
+
+    def read_result(self, r: Reader) -> TypeEncryptedChat:
+        return r.read_boxed(_T_ENCRYPTEDCHAT)
+
+
+@dataclass(slots=True, kw_only=True)
+class AcceptEncryption(TLFunction["TypeEncryptedChat"]):
+    """``messages.acceptEncryption#3dbc0415 peer:InputEncryptedChat g_b:bytes key_fingerprint:long = EncryptedChat;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x3dbc0415
+    TL_NAME: ClassVar[str] = "messages.acceptEncryption"
+
+    peer: TypeInputEncryptedChat
+    g_b: bytes
+    key_fingerprint: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        write_bytes(out, self.g_b)
+        out += LONG.pack(self.key_fingerprint)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> AcceptEncryption:
+        _peer = r.read_boxed(_T_INPUTENCRYPTEDCHAT)
+        _g_b = r.read_bytes()
+        _key_fingerprint = r.read_long()
+        return cls(peer=_peer, g_b=_g_b, key_fingerprint=_key_fingerprint)
+
+    def read_result(self, r: Reader) -> TypeEncryptedChat:
+        return r.read_boxed(_T_ENCRYPTEDCHAT)
+
+
+@dataclass(slots=True, kw_only=True)
+class DiscardEncryption(TLFunction["bool"]):
+    """``messages.discardEncryption#f393aea0 flags:# delete_history:flags.0?true chat_id:int = Bool;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf393aea0
+    TL_NAME: ClassVar[str] = "messages.discardEncryption"
+
+    chat_id: int
+    delete_history: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.delete_history else 0)
+        out += UINT.pack(flags)
+        out += INT.pack(self.chat_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DiscardEncryption:
+        flags = r.read_uint()
+        _delete_history = (flags & 1) != 0
+        _chat_id = r.read_int()
+        return cls(delete_history=_delete_history, chat_id=_chat_id)
+
+    def read_result(self, r: Reader) -> bool:
+        return r.read_bool()
+
+
+@dataclass(slots=True, kw_only=True)
+class SendEncrypted(TLFunction["TypeSentEncryptedMessage"]):
+    """
+    ``messages.sendEncrypted#44fa7a15 flags:# silent:flags.0?true peer:InputEncryptedChat random_id:long data:bytes
+    = messages.SentEncryptedMessage;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x44fa7a15
+    TL_NAME: ClassVar[str] = "messages.sendEncrypted"
+
+    peer: TypeInputEncryptedChat
+    random_id: int
+    data: bytes
+    silent: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.silent else 0)
+        out += UINT.pack(flags)
+        self.peer._write(out)
+        out += LONG.pack(self.random_id)
+        write_bytes(out, self.data)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendEncrypted:
+        flags = r.read_uint()
+        _silent = (flags & 1) != 0
+        _peer = r.read_boxed(_T_INPUTENCRYPTEDCHAT)
+        _random_id = r.read_long()
+        _data = r.read_bytes()
+        return cls(silent=_silent, peer=_peer, random_id=_random_id, data=_data)
+
+    def read_result(self, r: Reader) -> TypeSentEncryptedMessage:
+        return r.read_boxed(_T_MESSAGES_SENTENCRYPTEDMESSAGE)
+
+
+@dataclass(slots=True, kw_only=True)
+class SendEncryptedService(TLFunction["TypeSentEncryptedMessage"]):
+    """
+    ``messages.sendEncryptedService#32d439a4 peer:InputEncryptedChat random_id:long data:bytes =
+    messages.SentEncryptedMessage;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x32d439a4
+    TL_NAME: ClassVar[str] = "messages.sendEncryptedService"
+
+    peer: TypeInputEncryptedChat
+    random_id: int
+    data: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        out += LONG.pack(self.random_id)
+        write_bytes(out, self.data)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendEncryptedService:
+        _peer = r.read_boxed(_T_INPUTENCRYPTEDCHAT)
+        _random_id = r.read_long()
+        _data = r.read_bytes()
+        return cls(peer=_peer, random_id=_random_id, data=_data)
+
+    def read_result(self, r: Reader) -> TypeSentEncryptedMessage:
+        return r.read_boxed(_T_MESSAGES_SENTENCRYPTEDMESSAGE)
+
+
+@dataclass(slots=True, kw_only=True)
+class SendEncryptedFile(TLFunction["TypeSentEncryptedMessage"]):
+    """
+    ``messages.sendEncryptedFile#5559481d flags:# silent:flags.0?true peer:InputEncryptedChat random_id:long
+    data:bytes file:InputEncryptedFile = messages.SentEncryptedMessage;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x5559481d
+    TL_NAME: ClassVar[str] = "messages.sendEncryptedFile"
+
+    peer: TypeInputEncryptedChat
+    random_id: int
+    data: bytes
+    file: TypeInputEncryptedFile
+    silent: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.silent else 0)
+        out += UINT.pack(flags)
+        self.peer._write(out)
+        out += LONG.pack(self.random_id)
+        write_bytes(out, self.data)
+        self.file._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendEncryptedFile:
+        flags = r.read_uint()
+        _silent = (flags & 1) != 0
+        _peer = r.read_boxed(_T_INPUTENCRYPTEDCHAT)
+        _random_id = r.read_long()
+        _data = r.read_bytes()
+        _file = r.read_boxed(_T_INPUTENCRYPTEDFILE)
+        return cls(silent=_silent, peer=_peer, random_id=_random_id, data=_data, file=_file)
+
+    def read_result(self, r: Reader) -> TypeSentEncryptedMessage:
+        return r.read_boxed(_T_MESSAGES_SENTENCRYPTEDMESSAGE)
+
+
+@dataclass(slots=True, kw_only=True)
+class ReceivedQueue(TLFunction["list[int]"]):
+    """``messages.receivedQueue#55a5bb66 max_qts:int = Vector<long>;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x55a5bb66
+    TL_NAME: ClassVar[str] = "messages.receivedQueue"
+
+    max_qts: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.max_qts)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ReceivedQueue:
+        _max_qts = r.read_int()
+        return cls(max_qts=_max_qts)
+
+    def read_result(self, r: Reader) -> list[int]:
+        return r.read_vector(r.read_long, 8)
+
+
+@dataclass(slots=True, kw_only=True)
+class ReadEncryptedHistory(TLFunction["bool"]):
+    """``messages.readEncryptedHistory#7f4b690a peer:InputEncryptedChat max_date:int = Bool;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x7f4b690a
+    TL_NAME: ClassVar[str] = "messages.readEncryptedHistory"
+
+    peer: TypeInputEncryptedChat
+    max_date: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        out += INT.pack(self.max_date)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> ReadEncryptedHistory:
+        _peer = r.read_boxed(_T_INPUTENCRYPTEDCHAT)
+        _max_date = r.read_int()
+        return cls(peer=_peer, max_date=_max_date)
+
+    def read_result(self, r: Reader) -> bool:
+        return r.read_bool()
+
+
+@dataclass(slots=True, kw_only=True)
+class SetEncryptedTyping(TLFunction["bool"]):
+    """``messages.setEncryptedTyping#791451ed peer:InputEncryptedChat typing:Bool = Bool;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x791451ed
+    TL_NAME: ClassVar[str] = "messages.setEncryptedTyping"
+
+    peer: TypeInputEncryptedChat
+    typing: bool
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        write_bool(out, self.typing)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SetEncryptedTyping:
+        _peer = r.read_boxed(_T_INPUTENCRYPTEDCHAT)
+        _typing = r.read_bool()
+        return cls(peer=_peer, typing=_typing)
+
+    def read_result(self, r: Reader) -> bool:
+        return r.read_bool()
+
+
+@dataclass(slots=True, kw_only=True)
+class SendMedia(TLFunction["TypeUpdates"]):
+    """
+    ``messages.sendMedia#330e77f flags:# silent:flags.5?true background:flags.6?true clear_draft:flags.7?true
+    noforwards:flags.14?true update_stickersets_order:flags.15?true invert_media:flags.16?true
+    allow_paid_floodskip:flags.19?true peer:InputPeer reply_to:flags.0?InputReplyTo media:InputMedia message:string
+    random_id:long reply_markup:flags.2?ReplyMarkup entities:flags.3?Vector<MessageEntity>
+    schedule_date:flags.10?int schedule_repeat_period:flags.24?int send_as:flags.13?InputPeer
+    quick_reply_shortcut:flags.17?InputQuickReplyShortcut effect:flags.18?long allow_paid_stars:flags.21?long
+    suggested_post:flags.22?SuggestedPost = Updates;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x0330e77f
+    TL_NAME: ClassVar[str] = "messages.sendMedia"
+
+    peer: TypeInputPeer
+    media: TypeInputMedia
+    message: str
+    random_id: int
+    silent: bool = False
+    background: bool = False
+    clear_draft: bool = False
+    noforwards: bool = False
+    update_stickersets_order: bool = False
+    invert_media: bool = False
+    allow_paid_floodskip: bool = False
+    reply_to: TypeInputReplyTo | None = None
+    reply_markup: TLObject | None = None
+    entities: list[TypeMessageEntity] | None = None
+    schedule_date: int | None = None
+    schedule_repeat_period: int | None = None
+    send_as: TypeInputPeer | None = None
+    quick_reply_shortcut: TLObject | None = None
+    effect: int | None = None
+    allow_paid_stars: int | None = None
+    suggested_post: TLObject | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (32 if self.silent else 0)
+            | (64 if self.background else 0)
+            | (128 if self.clear_draft else 0)
+            | (16384 if self.noforwards else 0)
+            | (32768 if self.update_stickersets_order else 0)
+            | (65536 if self.invert_media else 0)
+            | (524288 if self.allow_paid_floodskip else 0)
+            | (1 if self.reply_to is not None else 0)
+            | (4 if self.reply_markup is not None else 0)
+            | (8 if self.entities is not None else 0)
+            | (1024 if self.schedule_date is not None else 0)
+            | (16777216 if self.schedule_repeat_period is not None else 0)
+            | (8192 if self.send_as is not None else 0)
+            | (131072 if self.quick_reply_shortcut is not None else 0)
+            | (262144 if self.effect is not None else 0)
+            | (2097152 if self.allow_paid_stars is not None else 0)
+            | (4194304 if self.suggested_post is not None else 0)
+        )
+        out += UINT.pack(flags)
+        self.peer._write(out)
+        if self.reply_to is not None:
+            self.reply_to._write(out)
+        self.media._write(out)
+        write_string(out, self.message)
+        out += LONG.pack(self.random_id)
+        if self.reply_markup is not None:
+            self.reply_markup._write(out)
+        if self.entities is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.entities))
+            for entities_item in self.entities:
+                entities_item._write(out)
+        if self.schedule_date is not None:
+            out += INT.pack(self.schedule_date)
+        if self.schedule_repeat_period is not None:
+            out += INT.pack(self.schedule_repeat_period)
+        if self.send_as is not None:
+            self.send_as._write(out)
+        if self.quick_reply_shortcut is not None:
+            self.quick_reply_shortcut._write(out)
+        if self.effect is not None:
+            out += LONG.pack(self.effect)
+        if self.allow_paid_stars is not None:
+            out += LONG.pack(self.allow_paid_stars)
+        if self.suggested_post is not None:
+            self.suggested_post._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendMedia:
+        flags = r.read_uint()
+        _silent = (flags & 32) != 0
+        _background = (flags & 64) != 0
+        _clear_draft = (flags & 128) != 0
+        _noforwards = (flags & 16384) != 0
+        _update_stickersets_order = (flags & 32768) != 0
+        _invert_media = (flags & 65536) != 0
+        _allow_paid_floodskip = (flags & 524288) != 0
+        _peer = r.read_boxed(_T_INPUTPEER)
+        _reply_to = r.read_boxed(_T_INPUTREPLYTO) if flags & 1 else None
+        _media = r.read_boxed(_T_INPUTMEDIA)
+        _message = r.read_string()
+        _random_id = r.read_long()
+        _reply_markup = r.read_object() if flags & 4 else None
+        _entities = r.read_vector(lambda: r.read_boxed(_T_MESSAGEENTITY)) if flags & 8 else None
+        _schedule_date = r.read_int() if flags & 1024 else None
+        _schedule_repeat_period = r.read_int() if flags & 16777216 else None
+        _send_as = r.read_boxed(_T_INPUTPEER) if flags & 8192 else None
+        _quick_reply_shortcut = r.read_object() if flags & 131072 else None
+        _effect = r.read_long() if flags & 262144 else None
+        _allow_paid_stars = r.read_long() if flags & 2097152 else None
+        _suggested_post = r.read_object() if flags & 4194304 else None
+        return cls(
+            silent=_silent,
+            background=_background,
+            clear_draft=_clear_draft,
+            noforwards=_noforwards,
+            update_stickersets_order=_update_stickersets_order,
+            invert_media=_invert_media,
+            allow_paid_floodskip=_allow_paid_floodskip,
+            peer=_peer,
+            reply_to=_reply_to,
+            media=_media,
+            message=_message,
+            random_id=_random_id,
+            reply_markup=_reply_markup,
+            entities=_entities,
+            schedule_date=_schedule_date,
+            schedule_repeat_period=_schedule_repeat_period,
+            send_as=_send_as,
+            quick_reply_shortcut=_quick_reply_shortcut,
+            effect=_effect,
+            allow_paid_stars=_allow_paid_stars,
+            suggested_post=_suggested_post,
+        )
+
+    def read_result(self, r: Reader) -> TypeUpdates:
+        return r.read_boxed(_T_UPDATES)
+
+
+@dataclass(slots=True, kw_only=True)
+class UploadMedia(TLFunction["TypeMessageMedia"]):
+    """
+    ``messages.uploadMedia#14967978 flags:# business_connection_id:flags.0?string peer:InputPeer media:InputMedia =
+    MessageMedia;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x14967978
+    TL_NAME: ClassVar[str] = "messages.uploadMedia"
+
+    peer: TypeInputPeer
+    media: TypeInputMedia
+    business_connection_id: str | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.business_connection_id is not None else 0)
+        out += UINT.pack(flags)
+        if self.business_connection_id is not None:
+            write_string(out, self.business_connection_id)
+        self.peer._write(out)
+        self.media._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UploadMedia:
+        flags = r.read_uint()
+        _business_connection_id = r.read_string() if flags & 1 else None
+        _peer = r.read_boxed(_T_INPUTPEER)
+        _media = r.read_boxed(_T_INPUTMEDIA)
+        return cls(business_connection_id=_business_connection_id, peer=_peer, media=_media)
+
+    def read_result(self, r: Reader) -> TypeMessageMedia:
+        return r.read_boxed(_T_MESSAGEMEDIA)
+
+
 register(
     CreateChat,
     AddChatUser,
@@ -974,22 +1505,48 @@ register(
     ReadHistory,
     EditMessage,
     DeleteMessages,
+    SetTyping,
+    GetDhConfig,
+    RequestEncryption,
+    AcceptEncryption,
+    DiscardEncryption,
+    SendEncrypted,
+    SendEncryptedService,
+    SendEncryptedFile,
+    ReceivedQueue,
+    ReadEncryptedHistory,
+    SetEncryptedTyping,
+    SendMedia,
+    UploadMedia,
 )
 
 __all__ = [
+    "AcceptEncryption",
     "AddChatUser",
     "CreateChat",
     "DeleteChatUser",
     "DeleteMessages",
+    "DiscardEncryption",
     "EditMessage",
     "ForwardMessages",
     "GetChats",
+    "GetDhConfig",
     "GetDialogs",
     "GetFullChat",
     "GetHistory",
     "GetMessages",
     "GetMessagesViews",
+    "ReadEncryptedHistory",
     "ReadHistory",
+    "ReceivedQueue",
+    "RequestEncryption",
     "Search",
+    "SendEncrypted",
+    "SendEncryptedFile",
+    "SendEncryptedService",
+    "SendMedia",
     "SendMessage",
+    "SetEncryptedTyping",
+    "SetTyping",
+    "UploadMedia",
 ]

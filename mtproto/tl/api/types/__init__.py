@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, TypeAlias
 
-from mtproto.tl.api.types import account, auth, contacts, messages, updates, users
+from mtproto.tl.api.types import account, auth, contacts, messages, storage, updates, upload, users
 from mtproto.tl.runtime import (
     DOUBLE,
     INT,
@@ -31,9 +31,29 @@ _T_CHATPARTICIPANTS: TypeRef[TypeChatParticipants] = TypeRef("ChatParticipants",
 _T_CHATPHOTO: TypeRef[TypeChatPhoto] = TypeRef("ChatPhoto", 0x1c6e1c11, 0x37c1011c)
 _T_COMMUNITYPEER: TypeRef[TypeCommunityPeer] = TypeRef("CommunityPeer", 0x76141ebd)
 _T_DCOPTION: TypeRef[TypeDcOption] = TypeRef("DcOption", 0x18b7a10d)
+_T_DOCUMENT: TypeRef[TypeDocument] = TypeRef("Document", 0x36f8c871, 0x8fd4c4d8)
+_T_DOCUMENTATTRIBUTE: TypeRef[TypeDocumentAttribute] = TypeRef(
+    "DocumentAttribute",
+    0x11b58939,
+    0x15590068,
+    0x43c57c48,
+    0x6c37c15c,
+    0x9852f9c6,
+)
+_T_ENCRYPTEDCHAT: TypeRef[TypeEncryptedChat] = TypeRef(
+    "EncryptedChat",
+    0x1e1c7c45,
+    0x48f1d94c,
+    0x61f0d4c7,
+    0x66b25953,
+    0xab7ec0a0,
+)
 _T_ENCRYPTEDFILE: TypeRef[TypeEncryptedFile] = TypeRef("EncryptedFile", 0xa8008cd8, 0xc21f497e)
+_T_ENCRYPTEDMESSAGE: TypeRef[TypeEncryptedMessage] = TypeRef("EncryptedMessage", 0x23734b06, 0xed18c118)
 _T_FOLDER: TypeRef[TypeFolder] = TypeRef("Folder", 0xff544e65)
 _T_INPUTCHANNEL: TypeRef[TypeInputChannel] = TypeRef("InputChannel", 0x5b934f9d, 0xee8c1e86, 0xf35aec28)
+_T_INPUTDOCUMENT: TypeRef[TypeInputDocument] = TypeRef("InputDocument", 0x1abfb575, 0x72f0eaae)
+_T_INPUTFILE: TypeRef[TypeInputFile] = TypeRef("InputFile", 0x62dc8b48, 0xf52ff27f, 0xfa4f0bb5)
 _T_INPUTPEER: TypeRef[TypeInputPeer] = TypeRef(
     "InputPeer",
     0x27bcbbfc,
@@ -44,6 +64,7 @@ _T_INPUTPEER: TypeRef[TypeInputPeer] = TypeRef(
     0xbd2a0840,
     0xdde8a54c,
 )
+_T_INPUTPHOTO: TypeRef[TypeInputPhoto] = TypeRef("InputPhoto", 0x1cd7bf0d, 0x3bb3b94a)
 _T_INPUTUSER: TypeRef[TypeInputUser] = TypeRef("InputUser", 0x1da448e2, 0xb98886cf, 0xf21158c6, 0xf7c1b13f)
 _T_JSONOBJECTVALUE: TypeRef[TypeJSONObjectValue] = TypeRef("JSONObjectValue", 0xc0de1bd9)
 _T_JSONVALUE: TypeRef[TypeJSONValue] = TypeRef(
@@ -96,6 +117,7 @@ _T_MESSAGEENTITY: TypeRef[TypeMessageEntity] = TypeRef(
     0xfa04579d,
 )
 _T_MESSAGEFWDHEADER: TypeRef[TypeMessageFwdHeader] = TypeRef("MessageFwdHeader", 0x4e4df4bb)
+_T_MESSAGEMEDIA: TypeRef[TypeMessageMedia] = TypeRef("MessageMedia", 0x3ded6320, 0x52d8ccd9, 0x9f84f49e, 0xe216eb63)
 _T_MESSAGERANGE: TypeRef[TypeMessageRange] = TypeRef("MessageRange", 0x0ae30253)
 _T_MESSAGEREPLYHEADER: TypeRef[TypeMessageReplyHeader] = TypeRef("MessageReplyHeader", 0x0e5af939, 0x1b97dd66)
 _T_PEER: TypeRef[TypePeer] = TypeRef("Peer", 0x36c6019a, 0x59511722, 0xa2a5371e)
@@ -112,21 +134,42 @@ _T_PHOTOSIZE: TypeRef[TypePhotoSize] = TypeRef(
     0xfa3efb95,
 )
 _T_REACTION: TypeRef[TypeReaction] = TypeRef("Reaction", 0x1b2286b8, 0x523da4eb, 0x79f5d419, 0x8935fc73)
+_T_SENDMESSAGEACTION: TypeRef[TypeSendMessageAction] = TypeRef(
+    "SendMessageAction",
+    0x16bf744e,
+    0x176f8ba1,
+    0x628cbc6f,
+    0xa187d66f,
+    0xaa0cd9e4,
+    0xd1d34a26,
+    0xd52f73f7,
+    0xe9763aec,
+    0xf351d7ab,
+    0xfd5ec8f5,
+)
 _T_UPDATE: TypeRef[TypeUpdate] = TypeRef(
     "Update",
     0x07761198,
     0x108d941f,
+    0x12bcbd9a,
+    0x1710f156,
     0x1b3f4df7,
     0x1f2b0afd,
+    0x2a17bf5c,
     0x2f2f21bf,
+    0x38fe25b7,
     0x4e90bfd6,
     0x62ba04d9,
     0x635b4c09,
+    0x83487af0,
+    0x8c88c923,
     0x922e6e10,
     0x9e84bc99,
     0xa20db0e5,
+    0xb4a2e88d,
     0xc32d5b12,
     0xe40370a3,
+    0xe5bdf8de,
 )
 _T_USER: TypeRef[TypeUser] = TypeRef("User", 0xb1b8cc83, 0xd3bc4b7a)
 _T_USERPROFILEPHOTO: TypeRef[TypeUserProfilePhoto] = TypeRef("UserProfilePhoto", 0x4f11bae1, 0x82d1f706)
@@ -2263,7 +2306,7 @@ class UserFull(TLObject):
     stars_my_pending_rating: TLObject | None = None
     stars_my_pending_rating_date: int | None = None
     main_tab: TLObject | None = None
-    saved_music: TLObject | None = None
+    saved_music: TypeDocument | None = None
     note: TLObject | None = None
     bot_manager_id: int | None = None
 
@@ -2474,7 +2517,7 @@ class UserFull(TLObject):
         _stars_my_pending_rating = r.read_object() if flags2 & 262144 else None
         _stars_my_pending_rating_date = r.read_int() if flags2 & 262144 else None
         _main_tab = r.read_object() if flags2 & 1048576 else None
-        _saved_music = r.read_object() if flags2 & 2097152 else None
+        _saved_music = r.read_boxed(_T_DOCUMENT) if flags2 & 2097152 else None
         _note = r.read_object() if flags2 & 4194304 else None
         _bot_manager_id = r.read_long() if flags2 & 33554432 else None
         return cls(
@@ -3453,7 +3496,7 @@ class MessageReplyHeader(TLObject):
     reply_to_msg_id: int | None = None
     reply_to_peer_id: TypePeer | None = None
     reply_from: TypeMessageFwdHeader | None = None
-    reply_media: TLObject | None = None
+    reply_media: TypeMessageMedia | None = None
     reply_to_top_id: int | None = None
     quote_text: str | None = None
     quote_entities: list[TypeMessageEntity] | None = None
@@ -3512,7 +3555,7 @@ class MessageReplyHeader(TLObject):
         _reply_to_msg_id = r.read_int() if flags & 16 else None
         _reply_to_peer_id = r.read_boxed(_T_PEER) if flags & 1 else None
         _reply_from = r.read_boxed(_T_MESSAGEFWDHEADER) if flags & 32 else None
-        _reply_media = r.read_object() if flags & 256 else None
+        _reply_media = r.read_boxed(_T_MESSAGEMEDIA) if flags & 256 else None
         _reply_to_top_id = r.read_int() if flags & 2 else None
         _quote_text = r.read_string() if flags & 64 else None
         _quote_entities = r.read_vector(lambda: r.read_boxed(_T_MESSAGEENTITY)) if flags & 128 else None
@@ -4691,7 +4734,7 @@ class UpdateShortSentMessage(TLObject):
     pts_count: int
     date: int
     out: bool = False
-    media: TLObject | None = None
+    media: TypeMessageMedia | None = None
     entities: list[TypeMessageEntity] | None = None
     ttl_period: int | None = None
 
@@ -4724,7 +4767,7 @@ class UpdateShortSentMessage(TLObject):
         _pts = r.read_int()
         _pts_count = r.read_int()
         _date = r.read_int()
-        _media = r.read_object() if flags & 512 else None
+        _media = r.read_boxed(_T_MESSAGEMEDIA) if flags & 512 else None
         _entities = r.read_vector(lambda: r.read_boxed(_T_MESSAGEENTITY)) if flags & 128 else None
         _ttl_period = r.read_int() if flags & 33554432 else None
         return cls(
@@ -5106,7 +5149,7 @@ class Message(TLObject):
     via_business_bot_id: int | None = None
     guestchat_via_from: TypePeer | None = None
     reply_to: TypeMessageReplyHeader | None = None
-    media: TLObject | None = None
+    media: TypeMessageMedia | None = None
     reply_markup: TLObject | None = None
     entities: list[TypeMessageEntity] | None = None
     views: int | None = None
@@ -5288,7 +5331,7 @@ class Message(TLObject):
         _reply_to = r.read_boxed(_T_MESSAGEREPLYHEADER) if flags & 8 else None
         _date = r.read_int()
         _message = r.read_string()
-        _media = r.read_object() if flags & 512 else None
+        _media = r.read_boxed(_T_MESSAGEMEDIA) if flags & 512 else None
         _reply_markup = r.read_object() if flags & 64 else None
         _entities = r.read_vector(lambda: r.read_boxed(_T_MESSAGEENTITY)) if flags & 128 else None
         _views = r.read_int() if flags & 1024 else None
@@ -7067,7 +7110,7 @@ class BotInfo(TLObject):
     user_id: int | None = None
     description: str | None = None
     description_photo: TypePhoto | None = None
-    description_document: TLObject | None = None
+    description_document: TypeDocument | None = None
     commands: list[TLObject] | None = None
     menu_button: TLObject | None = None
     privacy_policy_url: str | None = None
@@ -7116,7 +7159,7 @@ class BotInfo(TLObject):
         _user_id = r.read_long() if flags & 1 else None
         _description = r.read_string() if flags & 2 else None
         _description_photo = r.read_boxed(_T_PHOTO) if flags & 16 else None
-        _description_document = r.read_object() if flags & 32 else None
+        _description_document = r.read_boxed(_T_DOCUMENT) if flags & 32 else None
         _commands = r.read_vector(lambda: r.read_object()) if flags & 4 else None
         _menu_button = r.read_object() if flags & 8 else None
         _privacy_policy_url = r.read_string() if flags & 128 else None
@@ -7241,6 +7284,1594 @@ class EncryptedFile(TLObject):
         return cls(id=_id, access_hash=_access_hash, size=_size, dc_id=_dc_id, key_fingerprint=_key_fingerprint)
 
 
+@dataclass(slots=True, kw_only=True)
+class UpdateUserTyping(TLObject):
+    """``updateUserTyping#2a17bf5c flags:# user_id:long top_msg_id:flags.0?int action:SendMessageAction = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x2a17bf5c
+    TL_NAME: ClassVar[str] = "updateUserTyping"
+
+    user_id: int
+    action: TypeSendMessageAction
+    top_msg_id: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.top_msg_id is not None else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.user_id)
+        if self.top_msg_id is not None:
+            out += INT.pack(self.top_msg_id)
+        self.action._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateUserTyping:
+        flags = r.read_uint()
+        _user_id = r.read_long()
+        _top_msg_id = r.read_int() if flags & 1 else None
+        _action = r.read_boxed(_T_SENDMESSAGEACTION)
+        return cls(user_id=_user_id, top_msg_id=_top_msg_id, action=_action)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateChatUserTyping(TLObject):
+    """``updateChatUserTyping#83487af0 chat_id:long from_id:Peer action:SendMessageAction = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x83487af0
+    TL_NAME: ClassVar[str] = "updateChatUserTyping"
+
+    chat_id: int
+    from_id: TypePeer
+    action: TypeSendMessageAction
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.chat_id)
+        self.from_id._write(out)
+        self.action._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateChatUserTyping:
+        _chat_id = r.read_long()
+        _from_id = r.read_boxed(_T_PEER)
+        _action = r.read_boxed(_T_SENDMESSAGEACTION)
+        return cls(chat_id=_chat_id, from_id=_from_id, action=_action)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateChannelUserTyping(TLObject):
+    """
+    ``updateChannelUserTyping#8c88c923 flags:# channel_id:long top_msg_id:flags.0?int from_id:Peer
+    action:SendMessageAction = Update;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x8c88c923
+    TL_NAME: ClassVar[str] = "updateChannelUserTyping"
+
+    channel_id: int
+    from_id: TypePeer
+    action: TypeSendMessageAction
+    top_msg_id: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.top_msg_id is not None else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.channel_id)
+        if self.top_msg_id is not None:
+            out += INT.pack(self.top_msg_id)
+        self.from_id._write(out)
+        self.action._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateChannelUserTyping:
+        flags = r.read_uint()
+        _channel_id = r.read_long()
+        _top_msg_id = r.read_int() if flags & 1 else None
+        _from_id = r.read_boxed(_T_PEER)
+        _action = r.read_boxed(_T_SENDMESSAGEACTION)
+        return cls(channel_id=_channel_id, top_msg_id=_top_msg_id, from_id=_from_id, action=_action)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateUserStatus(TLObject):
+    """``updateUserStatus#e5bdf8de user_id:long status:UserStatus = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xe5bdf8de
+    TL_NAME: ClassVar[str] = "updateUserStatus"
+
+    user_id: int
+    status: TypeUserStatus
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.user_id)
+        self.status._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateUserStatus:
+        _user_id = r.read_long()
+        _status = r.read_boxed(_T_USERSTATUS)
+        return cls(user_id=_user_id, status=_status)
+
+
+@dataclass(slots=True, kw_only=True)
+class SendMessageTypingAction(TLObject):
+    """``sendMessageTypingAction#16bf744e = SendMessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x16bf744e
+    TL_NAME: ClassVar[str] = "sendMessageTypingAction"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendMessageTypingAction:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class SendMessageCancelAction(TLObject):
+    """``sendMessageCancelAction#fd5ec8f5 = SendMessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xfd5ec8f5
+    TL_NAME: ClassVar[str] = "sendMessageCancelAction"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendMessageCancelAction:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class SendMessageRecordVideoAction(TLObject):
+    """``sendMessageRecordVideoAction#a187d66f = SendMessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xa187d66f
+    TL_NAME: ClassVar[str] = "sendMessageRecordVideoAction"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendMessageRecordVideoAction:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class SendMessageUploadVideoAction(TLObject):
+    """``sendMessageUploadVideoAction#e9763aec progress:int = SendMessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xe9763aec
+    TL_NAME: ClassVar[str] = "sendMessageUploadVideoAction"
+
+    progress: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.progress)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendMessageUploadVideoAction:
+        _progress = r.read_int()
+        return cls(progress=_progress)
+
+
+@dataclass(slots=True, kw_only=True)
+class SendMessageRecordAudioAction(TLObject):
+    """``sendMessageRecordAudioAction#d52f73f7 = SendMessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xd52f73f7
+    TL_NAME: ClassVar[str] = "sendMessageRecordAudioAction"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendMessageRecordAudioAction:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class SendMessageUploadAudioAction(TLObject):
+    """``sendMessageUploadAudioAction#f351d7ab progress:int = SendMessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf351d7ab
+    TL_NAME: ClassVar[str] = "sendMessageUploadAudioAction"
+
+    progress: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.progress)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendMessageUploadAudioAction:
+        _progress = r.read_int()
+        return cls(progress=_progress)
+
+
+@dataclass(slots=True, kw_only=True)
+class SendMessageUploadPhotoAction(TLObject):
+    """``sendMessageUploadPhotoAction#d1d34a26 progress:int = SendMessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xd1d34a26
+    TL_NAME: ClassVar[str] = "sendMessageUploadPhotoAction"
+
+    progress: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.progress)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendMessageUploadPhotoAction:
+        _progress = r.read_int()
+        return cls(progress=_progress)
+
+
+@dataclass(slots=True, kw_only=True)
+class SendMessageUploadDocumentAction(TLObject):
+    """``sendMessageUploadDocumentAction#aa0cd9e4 progress:int = SendMessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xaa0cd9e4
+    TL_NAME: ClassVar[str] = "sendMessageUploadDocumentAction"
+
+    progress: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.progress)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendMessageUploadDocumentAction:
+        _progress = r.read_int()
+        return cls(progress=_progress)
+
+
+@dataclass(slots=True, kw_only=True)
+class SendMessageGeoLocationAction(TLObject):
+    """``sendMessageGeoLocationAction#176f8ba1 = SendMessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x176f8ba1
+    TL_NAME: ClassVar[str] = "sendMessageGeoLocationAction"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendMessageGeoLocationAction:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class SendMessageChooseContactAction(TLObject):
+    """``sendMessageChooseContactAction#628cbc6f = SendMessageAction;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x628cbc6f
+    TL_NAME: ClassVar[str] = "sendMessageChooseContactAction"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SendMessageChooseContactAction:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class EncryptedChatEmpty(TLObject):
+    """``encryptedChatEmpty#ab7ec0a0 id:int = EncryptedChat;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xab7ec0a0
+    TL_NAME: ClassVar[str] = "encryptedChatEmpty"
+
+    id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> EncryptedChatEmpty:
+        _id = r.read_int()
+        return cls(id=_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class EncryptedChatWaiting(TLObject):
+    """
+    ``encryptedChatWaiting#66b25953 id:int access_hash:long date:int admin_id:long participant_id:long =
+    EncryptedChat;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x66b25953
+    TL_NAME: ClassVar[str] = "encryptedChatWaiting"
+
+    id: int
+    access_hash: int
+    date: int
+    admin_id: int
+    participant_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.id)
+        out += LONG.pack(self.access_hash)
+        out += INT.pack(self.date)
+        out += LONG.pack(self.admin_id)
+        out += LONG.pack(self.participant_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> EncryptedChatWaiting:
+        _id = r.read_int()
+        _access_hash = r.read_long()
+        _date = r.read_int()
+        _admin_id = r.read_long()
+        _participant_id = r.read_long()
+        return cls(id=_id, access_hash=_access_hash, date=_date, admin_id=_admin_id, participant_id=_participant_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class EncryptedChatRequested(TLObject):
+    """
+    ``encryptedChatRequested#48f1d94c flags:# folder_id:flags.0?int id:int access_hash:long date:int admin_id:long
+    participant_id:long g_a:bytes = EncryptedChat;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x48f1d94c
+    TL_NAME: ClassVar[str] = "encryptedChatRequested"
+
+    id: int
+    access_hash: int
+    date: int
+    admin_id: int
+    participant_id: int
+    g_a: bytes
+    folder_id: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.folder_id is not None else 0)
+        out += UINT.pack(flags)
+        if self.folder_id is not None:
+            out += INT.pack(self.folder_id)
+        out += INT.pack(self.id)
+        out += LONG.pack(self.access_hash)
+        out += INT.pack(self.date)
+        out += LONG.pack(self.admin_id)
+        out += LONG.pack(self.participant_id)
+        write_bytes(out, self.g_a)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> EncryptedChatRequested:
+        flags = r.read_uint()
+        _folder_id = r.read_int() if flags & 1 else None
+        _id = r.read_int()
+        _access_hash = r.read_long()
+        _date = r.read_int()
+        _admin_id = r.read_long()
+        _participant_id = r.read_long()
+        _g_a = r.read_bytes()
+        return cls(
+            folder_id=_folder_id,
+            id=_id,
+            access_hash=_access_hash,
+            date=_date,
+            admin_id=_admin_id,
+            participant_id=_participant_id,
+            g_a=_g_a,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class EncryptedChat(TLObject):
+    """
+    ``encryptedChat#61f0d4c7 id:int access_hash:long date:int admin_id:long participant_id:long g_a_or_b:bytes
+    key_fingerprint:long = EncryptedChat;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x61f0d4c7
+    TL_NAME: ClassVar[str] = "encryptedChat"
+
+    id: int
+    access_hash: int
+    date: int
+    admin_id: int
+    participant_id: int
+    g_a_or_b: bytes
+    key_fingerprint: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.id)
+        out += LONG.pack(self.access_hash)
+        out += INT.pack(self.date)
+        out += LONG.pack(self.admin_id)
+        out += LONG.pack(self.participant_id)
+        write_bytes(out, self.g_a_or_b)
+        out += LONG.pack(self.key_fingerprint)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> EncryptedChat:
+        _id = r.read_int()
+        _access_hash = r.read_long()
+        _date = r.read_int()
+        _admin_id = r.read_long()
+        _participant_id = r.read_long()
+        _g_a_or_b = r.read_bytes()
+        _key_fingerprint = r.read_long()
+        return cls(
+            id=_id,
+            access_hash=_access_hash,
+            date=_date,
+            admin_id=_admin_id,
+            participant_id=_participant_id,
+            g_a_or_b=_g_a_or_b,
+            key_fingerprint=_key_fingerprint,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class EncryptedChatDiscarded(TLObject):
+    """``encryptedChatDiscarded#1e1c7c45 flags:# history_deleted:flags.0?true id:int = EncryptedChat;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x1e1c7c45
+    TL_NAME: ClassVar[str] = "encryptedChatDiscarded"
+
+    id: int
+    history_deleted: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.history_deleted else 0)
+        out += UINT.pack(flags)
+        out += INT.pack(self.id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> EncryptedChatDiscarded:
+        flags = r.read_uint()
+        _history_deleted = (flags & 1) != 0
+        _id = r.read_int()
+        return cls(history_deleted=_history_deleted, id=_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputEncryptedChat(TLObject):
+    """``inputEncryptedChat#f141b5e1 chat_id:int access_hash:long = InputEncryptedChat;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf141b5e1
+    TL_NAME: ClassVar[str] = "inputEncryptedChat"
+
+    chat_id: int
+    access_hash: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.chat_id)
+        out += LONG.pack(self.access_hash)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputEncryptedChat:
+        _chat_id = r.read_int()
+        _access_hash = r.read_long()
+        return cls(chat_id=_chat_id, access_hash=_access_hash)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateEncryption(TLObject):
+    """``updateEncryption#b4a2e88d chat:EncryptedChat date:int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xb4a2e88d
+    TL_NAME: ClassVar[str] = "updateEncryption"
+
+    chat: TypeEncryptedChat
+    date: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.chat._write(out)
+        out += INT.pack(self.date)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateEncryption:
+        _chat = r.read_boxed(_T_ENCRYPTEDCHAT)
+        _date = r.read_int()
+        return cls(chat=_chat, date=_date)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateNewEncryptedMessage(TLObject):
+    """``updateNewEncryptedMessage#12bcbd9a message:EncryptedMessage qts:int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x12bcbd9a
+    TL_NAME: ClassVar[str] = "updateNewEncryptedMessage"
+
+    message: TypeEncryptedMessage
+    qts: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.message._write(out)
+        out += INT.pack(self.qts)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateNewEncryptedMessage:
+        _message = r.read_boxed(_T_ENCRYPTEDMESSAGE)
+        _qts = r.read_int()
+        return cls(message=_message, qts=_qts)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateEncryptedMessagesRead(TLObject):
+    """``updateEncryptedMessagesRead#38fe25b7 chat_id:int max_date:int date:int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x38fe25b7
+    TL_NAME: ClassVar[str] = "updateEncryptedMessagesRead"
+
+    chat_id: int
+    max_date: int
+    date: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.chat_id)
+        out += INT.pack(self.max_date)
+        out += INT.pack(self.date)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateEncryptedMessagesRead:
+        _chat_id = r.read_int()
+        _max_date = r.read_int()
+        _date = r.read_int()
+        return cls(chat_id=_chat_id, max_date=_max_date, date=_date)
+
+
+@dataclass(slots=True, kw_only=True)
+class UpdateEncryptedChatTyping(TLObject):
+    """``updateEncryptedChatTyping#1710f156 chat_id:int = Update;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x1710f156
+    TL_NAME: ClassVar[str] = "updateEncryptedChatTyping"
+
+    chat_id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.chat_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UpdateEncryptedChatTyping:
+        _chat_id = r.read_int()
+        return cls(chat_id=_chat_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputEncryptedFileEmpty(TLObject):
+    """``inputEncryptedFileEmpty#1837c364 = InputEncryptedFile;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x1837c364
+    TL_NAME: ClassVar[str] = "inputEncryptedFileEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputEncryptedFileEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputEncryptedFileUploaded(TLObject):
+    """
+    ``inputEncryptedFileUploaded#64bd0306 id:long parts:int md5_checksum:string key_fingerprint:int =
+    InputEncryptedFile;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x64bd0306
+    TL_NAME: ClassVar[str] = "inputEncryptedFileUploaded"
+
+    id: int
+    parts: int
+    md5_checksum: str
+    key_fingerprint: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        out += INT.pack(self.parts)
+        write_string(out, self.md5_checksum)
+        out += INT.pack(self.key_fingerprint)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputEncryptedFileUploaded:
+        _id = r.read_long()
+        _parts = r.read_int()
+        _md5_checksum = r.read_string()
+        _key_fingerprint = r.read_int()
+        return cls(id=_id, parts=_parts, md5_checksum=_md5_checksum, key_fingerprint=_key_fingerprint)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputEncryptedFile(TLObject):
+    """``inputEncryptedFile#5a17b5e5 id:long access_hash:long = InputEncryptedFile;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x5a17b5e5
+    TL_NAME: ClassVar[str] = "inputEncryptedFile"
+
+    id: int
+    access_hash: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        out += LONG.pack(self.access_hash)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputEncryptedFile:
+        _id = r.read_long()
+        _access_hash = r.read_long()
+        return cls(id=_id, access_hash=_access_hash)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputEncryptedFileBigUploaded(TLObject):
+    """``inputEncryptedFileBigUploaded#2dc173c8 id:long parts:int key_fingerprint:int = InputEncryptedFile;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x2dc173c8
+    TL_NAME: ClassVar[str] = "inputEncryptedFileBigUploaded"
+
+    id: int
+    parts: int
+    key_fingerprint: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        out += INT.pack(self.parts)
+        out += INT.pack(self.key_fingerprint)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputEncryptedFileBigUploaded:
+        _id = r.read_long()
+        _parts = r.read_int()
+        _key_fingerprint = r.read_int()
+        return cls(id=_id, parts=_parts, key_fingerprint=_key_fingerprint)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputFile(TLObject):
+    """``inputFile#f52ff27f id:long parts:int name:string md5_checksum:string = InputFile;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf52ff27f
+    TL_NAME: ClassVar[str] = "inputFile"
+
+    id: int
+    parts: int
+    name: str
+    md5_checksum: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        out += INT.pack(self.parts)
+        write_string(out, self.name)
+        write_string(out, self.md5_checksum)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputFile:
+        _id = r.read_long()
+        _parts = r.read_int()
+        _name = r.read_string()
+        _md5_checksum = r.read_string()
+        return cls(id=_id, parts=_parts, name=_name, md5_checksum=_md5_checksum)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputFileBig(TLObject):
+    """``inputFileBig#fa4f0bb5 id:long parts:int name:string = InputFile;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xfa4f0bb5
+    TL_NAME: ClassVar[str] = "inputFileBig"
+
+    id: int
+    parts: int
+    name: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        out += INT.pack(self.parts)
+        write_string(out, self.name)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputFileBig:
+        _id = r.read_long()
+        _parts = r.read_int()
+        _name = r.read_string()
+        return cls(id=_id, parts=_parts, name=_name)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputFileStoryDocument(TLObject):
+    """``inputFileStoryDocument#62dc8b48 id:InputDocument = InputFile;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x62dc8b48
+    TL_NAME: ClassVar[str] = "inputFileStoryDocument"
+
+    id: TypeInputDocument
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.id._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputFileStoryDocument:
+        _id = r.read_boxed(_T_INPUTDOCUMENT)
+        return cls(id=_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMediaEmpty(TLObject):
+    """``inputMediaEmpty#9664f57f = InputMedia;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9664f57f
+    TL_NAME: ClassVar[str] = "inputMediaEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMediaEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMediaUploadedPhoto(TLObject):
+    """
+    ``inputMediaUploadedPhoto#7d8375da flags:# spoiler:flags.2?true live_photo:flags.3?true file:InputFile
+    stickers:flags.0?Vector<InputDocument> ttl_seconds:flags.1?int video:flags.3?InputDocument = InputMedia;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x7d8375da
+    TL_NAME: ClassVar[str] = "inputMediaUploadedPhoto"
+
+    file: TypeInputFile
+    spoiler: bool = False
+    live_photo: bool = False
+    stickers: list[TypeInputDocument] | None = None
+    ttl_seconds: int | None = None
+    video: TypeInputDocument | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (not self.live_photo)
+            == (self.video is None)
+        ):
+            raise LocalProtocolError(
+                "inputMediaUploadedPhoto: live_photo, video share flags.3; set all or none"
+            )
+        flags = (
+            (4 if self.spoiler else 0)
+            | (8 if self.live_photo else 0)
+            | (1 if self.stickers is not None else 0)
+            | (2 if self.ttl_seconds is not None else 0)
+            | (8 if self.video is not None else 0)
+        )
+        out += UINT.pack(flags)
+        self.file._write(out)
+        if self.stickers is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.stickers))
+            for stickers_item in self.stickers:
+                stickers_item._write(out)
+        if self.ttl_seconds is not None:
+            out += INT.pack(self.ttl_seconds)
+        if self.video is not None:
+            self.video._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMediaUploadedPhoto:
+        flags = r.read_uint()
+        _spoiler = (flags & 4) != 0
+        _live_photo = (flags & 8) != 0
+        _file = r.read_boxed(_T_INPUTFILE)
+        _stickers = r.read_vector(lambda: r.read_boxed(_T_INPUTDOCUMENT)) if flags & 1 else None
+        _ttl_seconds = r.read_int() if flags & 2 else None
+        _video = r.read_boxed(_T_INPUTDOCUMENT) if flags & 8 else None
+        return cls(
+            spoiler=_spoiler,
+            live_photo=_live_photo,
+            file=_file,
+            stickers=_stickers,
+            ttl_seconds=_ttl_seconds,
+            video=_video,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMediaPhoto(TLObject):
+    """
+    ``inputMediaPhoto#e3af4434 flags:# spoiler:flags.1?true live_photo:flags.2?true id:InputPhoto
+    ttl_seconds:flags.0?int video:flags.2?InputDocument = InputMedia;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xe3af4434
+    TL_NAME: ClassVar[str] = "inputMediaPhoto"
+
+    id: TypeInputPhoto
+    spoiler: bool = False
+    live_photo: bool = False
+    ttl_seconds: int | None = None
+    video: TypeInputDocument | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (not self.live_photo)
+            == (self.video is None)
+        ):
+            raise LocalProtocolError(
+                "inputMediaPhoto: live_photo, video share flags.2; set all or none"
+            )
+        flags = (
+            (2 if self.spoiler else 0)
+            | (4 if self.live_photo else 0)
+            | (1 if self.ttl_seconds is not None else 0)
+            | (4 if self.video is not None else 0)
+        )
+        out += UINT.pack(flags)
+        self.id._write(out)
+        if self.ttl_seconds is not None:
+            out += INT.pack(self.ttl_seconds)
+        if self.video is not None:
+            self.video._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMediaPhoto:
+        flags = r.read_uint()
+        _spoiler = (flags & 2) != 0
+        _live_photo = (flags & 4) != 0
+        _id = r.read_boxed(_T_INPUTPHOTO)
+        _ttl_seconds = r.read_int() if flags & 1 else None
+        _video = r.read_boxed(_T_INPUTDOCUMENT) if flags & 4 else None
+        return cls(spoiler=_spoiler, live_photo=_live_photo, id=_id, ttl_seconds=_ttl_seconds, video=_video)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMediaUploadedDocument(TLObject):
+    """
+    ``inputMediaUploadedDocument#37c9330 flags:# nosound_video:flags.3?true force_file:flags.4?true
+    spoiler:flags.5?true file:InputFile thumb:flags.2?InputFile mime_type:string
+    attributes:Vector<DocumentAttribute> stickers:flags.0?Vector<InputDocument> video_cover:flags.6?InputPhoto
+    video_timestamp:flags.7?int ttl_seconds:flags.1?int = InputMedia;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x037c9330
+    TL_NAME: ClassVar[str] = "inputMediaUploadedDocument"
+
+    file: TypeInputFile
+    mime_type: str
+    attributes: list[TypeDocumentAttribute]
+    nosound_video: bool = False
+    force_file: bool = False
+    spoiler: bool = False
+    thumb: TypeInputFile | None = None
+    stickers: list[TypeInputDocument] | None = None
+    video_cover: TypeInputPhoto | None = None
+    video_timestamp: int | None = None
+    ttl_seconds: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (8 if self.nosound_video else 0)
+            | (16 if self.force_file else 0)
+            | (32 if self.spoiler else 0)
+            | (4 if self.thumb is not None else 0)
+            | (1 if self.stickers is not None else 0)
+            | (64 if self.video_cover is not None else 0)
+            | (128 if self.video_timestamp is not None else 0)
+            | (2 if self.ttl_seconds is not None else 0)
+        )
+        out += UINT.pack(flags)
+        self.file._write(out)
+        if self.thumb is not None:
+            self.thumb._write(out)
+        write_string(out, self.mime_type)
+        out += VECTOR_HEADER + INT.pack(len(self.attributes))
+        for attributes_item in self.attributes:
+            attributes_item._write(out)
+        if self.stickers is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.stickers))
+            for stickers_item in self.stickers:
+                stickers_item._write(out)
+        if self.video_cover is not None:
+            self.video_cover._write(out)
+        if self.video_timestamp is not None:
+            out += INT.pack(self.video_timestamp)
+        if self.ttl_seconds is not None:
+            out += INT.pack(self.ttl_seconds)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMediaUploadedDocument:
+        flags = r.read_uint()
+        _nosound_video = (flags & 8) != 0
+        _force_file = (flags & 16) != 0
+        _spoiler = (flags & 32) != 0
+        _file = r.read_boxed(_T_INPUTFILE)
+        _thumb = r.read_boxed(_T_INPUTFILE) if flags & 4 else None
+        _mime_type = r.read_string()
+        _attributes = r.read_vector(lambda: r.read_boxed(_T_DOCUMENTATTRIBUTE))
+        _stickers = r.read_vector(lambda: r.read_boxed(_T_INPUTDOCUMENT)) if flags & 1 else None
+        _video_cover = r.read_boxed(_T_INPUTPHOTO) if flags & 64 else None
+        _video_timestamp = r.read_int() if flags & 128 else None
+        _ttl_seconds = r.read_int() if flags & 2 else None
+        return cls(
+            nosound_video=_nosound_video,
+            force_file=_force_file,
+            spoiler=_spoiler,
+            file=_file,
+            thumb=_thumb,
+            mime_type=_mime_type,
+            attributes=_attributes,
+            stickers=_stickers,
+            video_cover=_video_cover,
+            video_timestamp=_video_timestamp,
+            ttl_seconds=_ttl_seconds,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class InputMediaDocument(TLObject):
+    """
+    ``inputMediaDocument#a8763ab5 flags:# spoiler:flags.2?true id:InputDocument video_cover:flags.3?InputPhoto
+    video_timestamp:flags.4?int ttl_seconds:flags.0?int query:flags.1?string = InputMedia;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xa8763ab5
+    TL_NAME: ClassVar[str] = "inputMediaDocument"
+
+    id: TypeInputDocument
+    spoiler: bool = False
+    video_cover: TypeInputPhoto | None = None
+    video_timestamp: int | None = None
+    ttl_seconds: int | None = None
+    query: str | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (4 if self.spoiler else 0)
+            | (8 if self.video_cover is not None else 0)
+            | (16 if self.video_timestamp is not None else 0)
+            | (1 if self.ttl_seconds is not None else 0)
+            | (2 if self.query is not None else 0)
+        )
+        out += UINT.pack(flags)
+        self.id._write(out)
+        if self.video_cover is not None:
+            self.video_cover._write(out)
+        if self.video_timestamp is not None:
+            out += INT.pack(self.video_timestamp)
+        if self.ttl_seconds is not None:
+            out += INT.pack(self.ttl_seconds)
+        if self.query is not None:
+            write_string(out, self.query)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputMediaDocument:
+        flags = r.read_uint()
+        _spoiler = (flags & 4) != 0
+        _id = r.read_boxed(_T_INPUTDOCUMENT)
+        _video_cover = r.read_boxed(_T_INPUTPHOTO) if flags & 8 else None
+        _video_timestamp = r.read_int() if flags & 16 else None
+        _ttl_seconds = r.read_int() if flags & 1 else None
+        _query = r.read_string() if flags & 2 else None
+        return cls(
+            spoiler=_spoiler,
+            id=_id,
+            video_cover=_video_cover,
+            video_timestamp=_video_timestamp,
+            ttl_seconds=_ttl_seconds,
+            query=_query,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageMediaEmpty(TLObject):
+    """``messageMediaEmpty#3ded6320 = MessageMedia;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x3ded6320
+    TL_NAME: ClassVar[str] = "messageMediaEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageMediaEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageMediaPhoto(TLObject):
+    """
+    ``messageMediaPhoto#e216eb63 flags:# spoiler:flags.3?true live_photo:flags.4?true photo:flags.0?Photo
+    ttl_seconds:flags.2?int video:flags.4?Document = MessageMedia;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xe216eb63
+    TL_NAME: ClassVar[str] = "messageMediaPhoto"
+
+    spoiler: bool = False
+    live_photo: bool = False
+    photo: TypePhoto | None = None
+    ttl_seconds: int | None = None
+    video: TypeDocument | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        if not (
+            (not self.live_photo)
+            == (self.video is None)
+        ):
+            raise LocalProtocolError(
+                "messageMediaPhoto: live_photo, video share flags.4; set all or none"
+            )
+        flags = (
+            (8 if self.spoiler else 0)
+            | (16 if self.live_photo else 0)
+            | (1 if self.photo is not None else 0)
+            | (4 if self.ttl_seconds is not None else 0)
+            | (16 if self.video is not None else 0)
+        )
+        out += UINT.pack(flags)
+        if self.photo is not None:
+            self.photo._write(out)
+        if self.ttl_seconds is not None:
+            out += INT.pack(self.ttl_seconds)
+        if self.video is not None:
+            self.video._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageMediaPhoto:
+        flags = r.read_uint()
+        _spoiler = (flags & 8) != 0
+        _live_photo = (flags & 16) != 0
+        _photo = r.read_boxed(_T_PHOTO) if flags & 1 else None
+        _ttl_seconds = r.read_int() if flags & 4 else None
+        _video = r.read_boxed(_T_DOCUMENT) if flags & 16 else None
+        return cls(spoiler=_spoiler, live_photo=_live_photo, photo=_photo, ttl_seconds=_ttl_seconds, video=_video)
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageMediaDocument(TLObject):
+    """
+    ``messageMediaDocument#52d8ccd9 flags:# nopremium:flags.3?true spoiler:flags.4?true video:flags.6?true
+    round:flags.7?true voice:flags.8?true document:flags.0?Document alt_documents:flags.5?Vector<Document>
+    video_cover:flags.9?Photo video_timestamp:flags.10?int ttl_seconds:flags.2?int = MessageMedia;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x52d8ccd9
+    TL_NAME: ClassVar[str] = "messageMediaDocument"
+
+    nopremium: bool = False
+    spoiler: bool = False
+    video: bool = False
+    round: bool = False
+    voice: bool = False
+    document: TypeDocument | None = None
+    alt_documents: list[TypeDocument] | None = None
+    video_cover: TypePhoto | None = None
+    video_timestamp: int | None = None
+    ttl_seconds: int | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (8 if self.nopremium else 0)
+            | (16 if self.spoiler else 0)
+            | (64 if self.video else 0)
+            | (128 if self.round else 0)
+            | (256 if self.voice else 0)
+            | (1 if self.document is not None else 0)
+            | (32 if self.alt_documents is not None else 0)
+            | (512 if self.video_cover is not None else 0)
+            | (1024 if self.video_timestamp is not None else 0)
+            | (4 if self.ttl_seconds is not None else 0)
+        )
+        out += UINT.pack(flags)
+        if self.document is not None:
+            self.document._write(out)
+        if self.alt_documents is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.alt_documents))
+            for alt_documents_item in self.alt_documents:
+                alt_documents_item._write(out)
+        if self.video_cover is not None:
+            self.video_cover._write(out)
+        if self.video_timestamp is not None:
+            out += INT.pack(self.video_timestamp)
+        if self.ttl_seconds is not None:
+            out += INT.pack(self.ttl_seconds)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageMediaDocument:
+        flags = r.read_uint()
+        _nopremium = (flags & 8) != 0
+        _spoiler = (flags & 16) != 0
+        _video = (flags & 64) != 0
+        _round = (flags & 128) != 0
+        _voice = (flags & 256) != 0
+        _document = r.read_boxed(_T_DOCUMENT) if flags & 1 else None
+        _alt_documents = r.read_vector(lambda: r.read_boxed(_T_DOCUMENT)) if flags & 32 else None
+        _video_cover = r.read_boxed(_T_PHOTO) if flags & 512 else None
+        _video_timestamp = r.read_int() if flags & 1024 else None
+        _ttl_seconds = r.read_int() if flags & 4 else None
+        return cls(
+            nopremium=_nopremium,
+            spoiler=_spoiler,
+            video=_video,
+            round=_round,
+            voice=_voice,
+            document=_document,
+            alt_documents=_alt_documents,
+            video_cover=_video_cover,
+            video_timestamp=_video_timestamp,
+            ttl_seconds=_ttl_seconds,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class MessageMediaUnsupported(TLObject):
+    """``messageMediaUnsupported#9f84f49e = MessageMedia;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9f84f49e
+    TL_NAME: ClassVar[str] = "messageMediaUnsupported"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> MessageMediaUnsupported:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPhotoFileLocation(TLObject):
+    """
+    ``inputPhotoFileLocation#40181ffe id:long access_hash:long file_reference:bytes thumb_size:string =
+    InputFileLocation;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x40181ffe
+    TL_NAME: ClassVar[str] = "inputPhotoFileLocation"
+
+    id: int
+    access_hash: int
+    file_reference: bytes
+    thumb_size: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        out += LONG.pack(self.access_hash)
+        write_bytes(out, self.file_reference)
+        write_string(out, self.thumb_size)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPhotoFileLocation:
+        _id = r.read_long()
+        _access_hash = r.read_long()
+        _file_reference = r.read_bytes()
+        _thumb_size = r.read_string()
+        return cls(id=_id, access_hash=_access_hash, file_reference=_file_reference, thumb_size=_thumb_size)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputDocumentFileLocation(TLObject):
+    """
+    ``inputDocumentFileLocation#bad07584 id:long access_hash:long file_reference:bytes thumb_size:string =
+    InputFileLocation;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xbad07584
+    TL_NAME: ClassVar[str] = "inputDocumentFileLocation"
+
+    id: int
+    access_hash: int
+    file_reference: bytes
+    thumb_size: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        out += LONG.pack(self.access_hash)
+        write_bytes(out, self.file_reference)
+        write_string(out, self.thumb_size)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputDocumentFileLocation:
+        _id = r.read_long()
+        _access_hash = r.read_long()
+        _file_reference = r.read_bytes()
+        _thumb_size = r.read_string()
+        return cls(id=_id, access_hash=_access_hash, file_reference=_file_reference, thumb_size=_thumb_size)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputEncryptedFileLocation(TLObject):
+    """``inputEncryptedFileLocation#f5235d55 id:long access_hash:long = InputFileLocation;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf5235d55
+    TL_NAME: ClassVar[str] = "inputEncryptedFileLocation"
+
+    id: int
+    access_hash: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        out += LONG.pack(self.access_hash)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputEncryptedFileLocation:
+        _id = r.read_long()
+        _access_hash = r.read_long()
+        return cls(id=_id, access_hash=_access_hash)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPeerPhotoFileLocation(TLObject):
+    """
+    ``inputPeerPhotoFileLocation#37257e99 flags:# big:flags.0?true peer:InputPeer photo_id:long =
+    InputFileLocation;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x37257e99
+    TL_NAME: ClassVar[str] = "inputPeerPhotoFileLocation"
+
+    peer: TypeInputPeer
+    photo_id: int
+    big: bool = False
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.big else 0)
+        out += UINT.pack(flags)
+        self.peer._write(out)
+        out += LONG.pack(self.photo_id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPeerPhotoFileLocation:
+        flags = r.read_uint()
+        _big = (flags & 1) != 0
+        _peer = r.read_boxed(_T_INPUTPEER)
+        _photo_id = r.read_long()
+        return cls(big=_big, peer=_peer, photo_id=_photo_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class DocumentAttributeFilename(TLObject):
+    """``documentAttributeFilename#15590068 file_name:string = DocumentAttribute;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x15590068
+    TL_NAME: ClassVar[str] = "documentAttributeFilename"
+
+    file_name: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_string(out, self.file_name)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DocumentAttributeFilename:
+        _file_name = r.read_string()
+        return cls(file_name=_file_name)
+
+
+@dataclass(slots=True, kw_only=True)
+class DocumentAttributeImageSize(TLObject):
+    """``documentAttributeImageSize#6c37c15c w:int h:int = DocumentAttribute;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x6c37c15c
+    TL_NAME: ClassVar[str] = "documentAttributeImageSize"
+
+    w: int
+    h: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.w)
+        out += INT.pack(self.h)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DocumentAttributeImageSize:
+        _w = r.read_int()
+        _h = r.read_int()
+        return cls(w=_w, h=_h)
+
+
+@dataclass(slots=True, kw_only=True)
+class DocumentAttributeAnimated(TLObject):
+    """``documentAttributeAnimated#11b58939 = DocumentAttribute;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x11b58939
+    TL_NAME: ClassVar[str] = "documentAttributeAnimated"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DocumentAttributeAnimated:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class DocumentAttributeVideo(TLObject):
+    """
+    ``documentAttributeVideo#43c57c48 flags:# round_message:flags.0?true supports_streaming:flags.1?true
+    nosound:flags.3?true duration:double w:int h:int preload_prefix_size:flags.2?int video_start_ts:flags.4?double
+    video_codec:flags.5?string = DocumentAttribute;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x43c57c48
+    TL_NAME: ClassVar[str] = "documentAttributeVideo"
+
+    duration: float
+    w: int
+    h: int
+    round_message: bool = False
+    supports_streaming: bool = False
+    nosound: bool = False
+    preload_prefix_size: int | None = None
+    video_start_ts: float | None = None
+    video_codec: str | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (1 if self.round_message else 0)
+            | (2 if self.supports_streaming else 0)
+            | (8 if self.nosound else 0)
+            | (4 if self.preload_prefix_size is not None else 0)
+            | (16 if self.video_start_ts is not None else 0)
+            | (32 if self.video_codec is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += DOUBLE.pack(self.duration)
+        out += INT.pack(self.w)
+        out += INT.pack(self.h)
+        if self.preload_prefix_size is not None:
+            out += INT.pack(self.preload_prefix_size)
+        if self.video_start_ts is not None:
+            out += DOUBLE.pack(self.video_start_ts)
+        if self.video_codec is not None:
+            write_string(out, self.video_codec)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DocumentAttributeVideo:
+        flags = r.read_uint()
+        _round_message = (flags & 1) != 0
+        _supports_streaming = (flags & 2) != 0
+        _nosound = (flags & 8) != 0
+        _duration = r.read_double()
+        _w = r.read_int()
+        _h = r.read_int()
+        _preload_prefix_size = r.read_int() if flags & 4 else None
+        _video_start_ts = r.read_double() if flags & 16 else None
+        _video_codec = r.read_string() if flags & 32 else None
+        return cls(
+            round_message=_round_message,
+            supports_streaming=_supports_streaming,
+            nosound=_nosound,
+            duration=_duration,
+            w=_w,
+            h=_h,
+            preload_prefix_size=_preload_prefix_size,
+            video_start_ts=_video_start_ts,
+            video_codec=_video_codec,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class DocumentAttributeAudio(TLObject):
+    """
+    ``documentAttributeAudio#9852f9c6 flags:# voice:flags.10?true duration:int title:flags.0?string
+    performer:flags.1?string waveform:flags.2?bytes = DocumentAttribute;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9852f9c6
+    TL_NAME: ClassVar[str] = "documentAttributeAudio"
+
+    duration: int
+    voice: bool = False
+    title: str | None = None
+    performer: str | None = None
+    waveform: bytes | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (
+            (1024 if self.voice else 0)
+            | (1 if self.title is not None else 0)
+            | (2 if self.performer is not None else 0)
+            | (4 if self.waveform is not None else 0)
+        )
+        out += UINT.pack(flags)
+        out += INT.pack(self.duration)
+        if self.title is not None:
+            write_string(out, self.title)
+        if self.performer is not None:
+            write_string(out, self.performer)
+        if self.waveform is not None:
+            write_bytes(out, self.waveform)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DocumentAttributeAudio:
+        flags = r.read_uint()
+        _voice = (flags & 1024) != 0
+        _duration = r.read_int()
+        _title = r.read_string() if flags & 1 else None
+        _performer = r.read_string() if flags & 2 else None
+        _waveform = r.read_bytes() if flags & 4 else None
+        return cls(voice=_voice, duration=_duration, title=_title, performer=_performer, waveform=_waveform)
+
+
+@dataclass(slots=True, kw_only=True)
+class DocumentEmpty(TLObject):
+    """``documentEmpty#36f8c871 id:long = Document;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x36f8c871
+    TL_NAME: ClassVar[str] = "documentEmpty"
+
+    id: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DocumentEmpty:
+        _id = r.read_long()
+        return cls(id=_id)
+
+
+@dataclass(slots=True, kw_only=True)
+class Document(TLObject):
+    """
+    ``document#8fd4c4d8 flags:# id:long access_hash:long file_reference:bytes date:int mime_type:string size:long
+    thumbs:flags.0?Vector<PhotoSize> video_thumbs:flags.1?Vector<VideoSize> dc_id:int
+    attributes:Vector<DocumentAttribute> = Document;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x8fd4c4d8
+    TL_NAME: ClassVar[str] = "document"
+
+    id: int
+    access_hash: int
+    file_reference: bytes
+    date: int
+    mime_type: str
+    size: int
+    dc_id: int
+    attributes: list[TypeDocumentAttribute]
+    thumbs: list[TypePhotoSize] | None = None
+    video_thumbs: list[TLObject] | None = None
+
+    def _write_bare(self, out: bytearray) -> None:
+        flags = (1 if self.thumbs is not None else 0) | (2 if self.video_thumbs is not None else 0)
+        out += UINT.pack(flags)
+        out += LONG.pack(self.id)
+        out += LONG.pack(self.access_hash)
+        write_bytes(out, self.file_reference)
+        out += INT.pack(self.date)
+        write_string(out, self.mime_type)
+        out += LONG.pack(self.size)
+        if self.thumbs is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.thumbs))
+            for thumbs_item in self.thumbs:
+                thumbs_item._write(out)
+        if self.video_thumbs is not None:
+            out += VECTOR_HEADER + INT.pack(len(self.video_thumbs))
+            for video_thumbs_item in self.video_thumbs:
+                video_thumbs_item._write(out)
+        out += INT.pack(self.dc_id)
+        out += VECTOR_HEADER + INT.pack(len(self.attributes))
+        for attributes_item in self.attributes:
+            attributes_item._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> Document:
+        flags = r.read_uint()
+        _id = r.read_long()
+        _access_hash = r.read_long()
+        _file_reference = r.read_bytes()
+        _date = r.read_int()
+        _mime_type = r.read_string()
+        _size = r.read_long()
+        _thumbs = r.read_vector(lambda: r.read_boxed(_T_PHOTOSIZE)) if flags & 1 else None
+        _video_thumbs = r.read_vector(lambda: r.read_object()) if flags & 2 else None
+        _dc_id = r.read_int()
+        _attributes = r.read_vector(lambda: r.read_boxed(_T_DOCUMENTATTRIBUTE))
+        return cls(
+            id=_id,
+            access_hash=_access_hash,
+            file_reference=_file_reference,
+            date=_date,
+            mime_type=_mime_type,
+            size=_size,
+            thumbs=_thumbs,
+            video_thumbs=_video_thumbs,
+            dc_id=_dc_id,
+            attributes=_attributes,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPhotoEmpty(TLObject):
+    """``inputPhotoEmpty#1cd7bf0d = InputPhoto;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x1cd7bf0d
+    TL_NAME: ClassVar[str] = "inputPhotoEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPhotoEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputPhoto(TLObject):
+    """``inputPhoto#3bb3b94a id:long access_hash:long file_reference:bytes = InputPhoto;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x3bb3b94a
+    TL_NAME: ClassVar[str] = "inputPhoto"
+
+    id: int
+    access_hash: int
+    file_reference: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        out += LONG.pack(self.access_hash)
+        write_bytes(out, self.file_reference)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputPhoto:
+        _id = r.read_long()
+        _access_hash = r.read_long()
+        _file_reference = r.read_bytes()
+        return cls(id=_id, access_hash=_access_hash, file_reference=_file_reference)
+
+
+@dataclass(slots=True, kw_only=True)
+class InputDocumentEmpty(TLObject):
+    """``inputDocumentEmpty#72f0eaae = InputDocument;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x72f0eaae
+    TL_NAME: ClassVar[str] = "inputDocumentEmpty"
+
+    def _write_bare(self, out: bytearray) -> None:
+        pass
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputDocumentEmpty:
+        return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class InputDocument(TLObject):
+    """``inputDocument#1abfb575 id:long access_hash:long file_reference:bytes = InputDocument;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x1abfb575
+    TL_NAME: ClassVar[str] = "inputDocument"
+
+    id: int
+    access_hash: int
+    file_reference: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.id)
+        out += LONG.pack(self.access_hash)
+        write_bytes(out, self.file_reference)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> InputDocument:
+        _id = r.read_long()
+        _access_hash = r.read_long()
+        _file_reference = r.read_bytes()
+        return cls(id=_id, access_hash=_access_hash, file_reference=_file_reference)
+
+
+@dataclass(slots=True, kw_only=True)
+class FileHash(TLObject):
+    """``fileHash#f39b035c offset:long limit:int hash:bytes = FileHash;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf39b035c
+    TL_NAME: ClassVar[str] = "fileHash"
+
+    offset: int
+    limit: int
+    hash: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += LONG.pack(self.offset)
+        out += INT.pack(self.limit)
+        write_bytes(out, self.hash)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> FileHash:
+        _offset = r.read_long()
+        _limit = r.read_int()
+        _hash = r.read_bytes()
+        return cls(offset=_offset, limit=_limit, hash=_hash)
+
+
 TypeAuthorization: TypeAlias = Authorization
 TypeBotInfo: TypeAlias = BotInfo
 TypeChannelMessagesFilter: TypeAlias = ChannelMessagesFilterEmpty | ChannelMessagesFilter
@@ -7255,15 +8886,53 @@ TypeConfig: TypeAlias = Config
 TypeContact: TypeAlias = Contact
 TypeDcOption: TypeAlias = DcOption
 TypeDialog: TypeAlias = Dialog | DialogFolder | DialogCommunity
+TypeDocument: TypeAlias = DocumentEmpty | Document
+TypeDocumentAttribute: TypeAlias = (
+    DocumentAttributeFilename
+    | DocumentAttributeImageSize
+    | DocumentAttributeAnimated
+    | DocumentAttributeVideo
+    | DocumentAttributeAudio
+)
+TypeEncryptedChat: TypeAlias = (
+    EncryptedChatEmpty
+    | EncryptedChatWaiting
+    | EncryptedChatRequested
+    | EncryptedChat
+    | EncryptedChatDiscarded
+)
 TypeEncryptedFile: TypeAlias = EncryptedFileEmpty | EncryptedFile
 TypeEncryptedMessage: TypeAlias = EncryptedMessage | EncryptedMessageService
 TypeError_: TypeAlias = Error
+TypeFileHash: TypeAlias = FileHash
 TypeFolder: TypeAlias = Folder
 TypeForumTopic: TypeAlias = ForumTopicDeleted | ForumTopic
 TypeImportedContact: TypeAlias = ImportedContact
 TypeInputChannel: TypeAlias = InputChannelEmpty | InputChannel | InputChannelFromMessage
 TypeInputClientProxy: TypeAlias = InputClientProxy
 TypeInputContact: TypeAlias = InputPhoneContact
+TypeInputDocument: TypeAlias = InputDocumentEmpty | InputDocument
+TypeInputEncryptedChat: TypeAlias = InputEncryptedChat
+TypeInputEncryptedFile: TypeAlias = (
+    InputEncryptedFileEmpty
+    | InputEncryptedFileUploaded
+    | InputEncryptedFile
+    | InputEncryptedFileBigUploaded
+)
+TypeInputFile: TypeAlias = InputFile | InputFileBig | InputFileStoryDocument
+TypeInputFileLocation: TypeAlias = (
+    InputPhotoFileLocation
+    | InputDocumentFileLocation
+    | InputEncryptedFileLocation
+    | InputPeerPhotoFileLocation
+)
+TypeInputMedia: TypeAlias = (
+    InputMediaEmpty
+    | InputMediaUploadedPhoto
+    | InputMediaPhoto
+    | InputMediaUploadedDocument
+    | InputMediaDocument
+)
 TypeInputMessage: TypeAlias = InputMessageID | InputMessageReplyTo | InputMessagePinned | InputMessageCallbackQuery
 TypeInputPeer: TypeAlias = (
     InputPeerChannel
@@ -7274,6 +8943,7 @@ TypeInputPeer: TypeAlias = (
     | InputPeerUser
     | InputPeerUserFromMessage
 )
+TypeInputPhoto: TypeAlias = InputPhotoEmpty | InputPhoto
 TypeInputReplyTo: TypeAlias = (
     InputReplyToMessage
     | InputReplyToStory
@@ -7322,6 +8992,7 @@ TypeMessageEntity: TypeAlias = (
     | MessageEntityDiffDelete
 )
 TypeMessageFwdHeader: TypeAlias = MessageFwdHeader
+TypeMessageMedia: TypeAlias = MessageMediaEmpty | MessageMediaPhoto | MessageMediaDocument | MessageMediaUnsupported
 TypeMessageRange: TypeAlias = MessageRange
 TypeMessageReplyHeader: TypeAlias = MessageReplyHeader | MessageReplyStoryHeader
 TypeMessageViews: TypeAlias = MessageViews
@@ -7361,6 +9032,18 @@ TypePhotoSize: TypeAlias = (
 )
 TypePopularContact: TypeAlias = PopularContact
 TypeReaction: TypeAlias = ReactionEmpty | ReactionEmoji | ReactionCustomEmoji | ReactionPaid
+TypeSendMessageAction: TypeAlias = (
+    SendMessageTypingAction
+    | SendMessageCancelAction
+    | SendMessageRecordVideoAction
+    | SendMessageUploadVideoAction
+    | SendMessageRecordAudioAction
+    | SendMessageUploadAudioAction
+    | SendMessageUploadPhotoAction
+    | SendMessageUploadDocumentAction
+    | SendMessageGeoLocationAction
+    | SendMessageChooseContactAction
+)
 TypeUpdate: TypeAlias = (
     UpdateNewMessage
     | UpdateMessageID
@@ -7375,6 +9058,14 @@ TypeUpdate: TypeAlias = (
     | UpdateChannel
     | UpdateChannelTooLong
     | UpdateChatParticipants
+    | UpdateUserTyping
+    | UpdateChatUserTyping
+    | UpdateChannelUserTyping
+    | UpdateUserStatus
+    | UpdateEncryption
+    | UpdateNewEncryptedMessage
+    | UpdateEncryptedMessagesRead
+    | UpdateEncryptedChatTyping
 )
 TypeUpdates: TypeAlias = (
     UpdatesTooLong
@@ -7575,6 +9266,62 @@ register(
     EncryptedMessageService,
     EncryptedFileEmpty,
     EncryptedFile,
+    UpdateUserTyping,
+    UpdateChatUserTyping,
+    UpdateChannelUserTyping,
+    UpdateUserStatus,
+    SendMessageTypingAction,
+    SendMessageCancelAction,
+    SendMessageRecordVideoAction,
+    SendMessageUploadVideoAction,
+    SendMessageRecordAudioAction,
+    SendMessageUploadAudioAction,
+    SendMessageUploadPhotoAction,
+    SendMessageUploadDocumentAction,
+    SendMessageGeoLocationAction,
+    SendMessageChooseContactAction,
+    EncryptedChatEmpty,
+    EncryptedChatWaiting,
+    EncryptedChatRequested,
+    EncryptedChat,
+    EncryptedChatDiscarded,
+    InputEncryptedChat,
+    UpdateEncryption,
+    UpdateNewEncryptedMessage,
+    UpdateEncryptedMessagesRead,
+    UpdateEncryptedChatTyping,
+    InputEncryptedFileEmpty,
+    InputEncryptedFileUploaded,
+    InputEncryptedFile,
+    InputEncryptedFileBigUploaded,
+    InputFile,
+    InputFileBig,
+    InputFileStoryDocument,
+    InputMediaEmpty,
+    InputMediaUploadedPhoto,
+    InputMediaPhoto,
+    InputMediaUploadedDocument,
+    InputMediaDocument,
+    MessageMediaEmpty,
+    MessageMediaPhoto,
+    MessageMediaDocument,
+    MessageMediaUnsupported,
+    InputPhotoFileLocation,
+    InputDocumentFileLocation,
+    InputEncryptedFileLocation,
+    InputPeerPhotoFileLocation,
+    DocumentAttributeFilename,
+    DocumentAttributeImageSize,
+    DocumentAttributeAnimated,
+    DocumentAttributeVideo,
+    DocumentAttributeAudio,
+    DocumentEmpty,
+    Document,
+    InputPhotoEmpty,
+    InputPhoto,
+    InputDocumentEmpty,
+    InputDocument,
+    FileHash,
 )
 
 __all__ = [
@@ -7605,11 +9352,24 @@ __all__ = [
     "Dialog",
     "DialogCommunity",
     "DialogFolder",
+    "Document",
+    "DocumentAttributeAnimated",
+    "DocumentAttributeAudio",
+    "DocumentAttributeFilename",
+    "DocumentAttributeImageSize",
+    "DocumentAttributeVideo",
+    "DocumentEmpty",
+    "EncryptedChat",
+    "EncryptedChatDiscarded",
+    "EncryptedChatEmpty",
+    "EncryptedChatRequested",
+    "EncryptedChatWaiting",
     "EncryptedFile",
     "EncryptedFileEmpty",
     "EncryptedMessage",
     "EncryptedMessageService",
     "Error",
+    "FileHash",
     "Folder",
     "ForumTopic",
     "ForumTopicDeleted",
@@ -7618,6 +9378,23 @@ __all__ = [
     "InputChannelEmpty",
     "InputChannelFromMessage",
     "InputClientProxy",
+    "InputDocument",
+    "InputDocumentEmpty",
+    "InputDocumentFileLocation",
+    "InputEncryptedChat",
+    "InputEncryptedFile",
+    "InputEncryptedFileBigUploaded",
+    "InputEncryptedFileEmpty",
+    "InputEncryptedFileLocation",
+    "InputEncryptedFileUploaded",
+    "InputFile",
+    "InputFileBig",
+    "InputFileStoryDocument",
+    "InputMediaDocument",
+    "InputMediaEmpty",
+    "InputMediaPhoto",
+    "InputMediaUploadedDocument",
+    "InputMediaUploadedPhoto",
     "InputMessageCallbackQuery",
     "InputMessageEntityMentionName",
     "InputMessageID",
@@ -7645,10 +9422,14 @@ __all__ = [
     "InputPeerChannelFromMessage",
     "InputPeerChat",
     "InputPeerEmpty",
+    "InputPeerPhotoFileLocation",
     "InputPeerSelf",
     "InputPeerUser",
     "InputPeerUserFromMessage",
     "InputPhoneContact",
+    "InputPhoto",
+    "InputPhotoEmpty",
+    "InputPhotoFileLocation",
     "InputReplyToEphemeralMessage",
     "InputReplyToMessage",
     "InputReplyToMonoForum",
@@ -7699,6 +9480,10 @@ __all__ = [
     "MessageEntityUnknown",
     "MessageEntityUrl",
     "MessageFwdHeader",
+    "MessageMediaDocument",
+    "MessageMediaEmpty",
+    "MessageMediaPhoto",
+    "MessageMediaUnsupported",
     "MessageRange",
     "MessageReplyHeader",
     "MessageReplyStoryHeader",
@@ -7724,6 +9509,16 @@ __all__ = [
     "ReactionEmoji",
     "ReactionEmpty",
     "ReactionPaid",
+    "SendMessageCancelAction",
+    "SendMessageChooseContactAction",
+    "SendMessageGeoLocationAction",
+    "SendMessageRecordAudioAction",
+    "SendMessageRecordVideoAction",
+    "SendMessageTypingAction",
+    "SendMessageUploadAudioAction",
+    "SendMessageUploadDocumentAction",
+    "SendMessageUploadPhotoAction",
+    "SendMessageUploadVideoAction",
     "TypeAuthorization",
     "TypeBotInfo",
     "TypeChannelMessagesFilter",
@@ -7738,17 +9533,28 @@ __all__ = [
     "TypeContact",
     "TypeDcOption",
     "TypeDialog",
+    "TypeDocument",
+    "TypeDocumentAttribute",
+    "TypeEncryptedChat",
     "TypeEncryptedFile",
     "TypeEncryptedMessage",
     "TypeError_",
+    "TypeFileHash",
     "TypeFolder",
     "TypeForumTopic",
     "TypeImportedContact",
     "TypeInputChannel",
     "TypeInputClientProxy",
     "TypeInputContact",
+    "TypeInputDocument",
+    "TypeInputEncryptedChat",
+    "TypeInputEncryptedFile",
+    "TypeInputFile",
+    "TypeInputFileLocation",
+    "TypeInputMedia",
     "TypeInputMessage",
     "TypeInputPeer",
+    "TypeInputPhoto",
     "TypeInputReplyTo",
     "TypeInputUser",
     "TypeJSONObjectValue",
@@ -7757,6 +9563,7 @@ __all__ = [
     "TypeMessageAction",
     "TypeMessageEntity",
     "TypeMessageFwdHeader",
+    "TypeMessageMedia",
     "TypeMessageRange",
     "TypeMessageReplyHeader",
     "TypeMessageViews",
@@ -7770,6 +9577,7 @@ __all__ = [
     "TypePhotoSize",
     "TypePopularContact",
     "TypeReaction",
+    "TypeSendMessageAction",
     "TypeUpdate",
     "TypeUpdates",
     "TypeUser",
@@ -7778,13 +9586,19 @@ __all__ = [
     "TypeUserStatus",
     "UpdateChannel",
     "UpdateChannelTooLong",
+    "UpdateChannelUserTyping",
     "UpdateChatParticipants",
+    "UpdateChatUserTyping",
     "UpdateDeleteChannelMessages",
     "UpdateDeleteMessages",
     "UpdateEditChannelMessage",
     "UpdateEditMessage",
+    "UpdateEncryptedChatTyping",
+    "UpdateEncryptedMessagesRead",
+    "UpdateEncryption",
     "UpdateMessageID",
     "UpdateNewChannelMessage",
+    "UpdateNewEncryptedMessage",
     "UpdateNewMessage",
     "UpdateReadChannelInbox",
     "UpdateReadHistoryInbox",
@@ -7793,6 +9607,8 @@ __all__ = [
     "UpdateShortChatMessage",
     "UpdateShortMessage",
     "UpdateShortSentMessage",
+    "UpdateUserStatus",
+    "UpdateUserTyping",
     "Updates",
     "UpdatesCombined",
     "UpdatesTooLong",
@@ -7811,6 +9627,8 @@ __all__ = [
     "auth",
     "contacts",
     "messages",
+    "storage",
     "updates",
+    "upload",
     "users",
 ]

@@ -7,13 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeAlias
 
-from mtproto.tl.runtime import INT, LONG, UINT, VECTOR_HEADER, Reader, TLObject, TypeRef, register
+from mtproto.tl.runtime import INT, LONG, UINT, VECTOR_HEADER, Reader, TLObject, TypeRef, register, write_bytes
 
 if TYPE_CHECKING:
     from mtproto.tl.api import types as _types
     from mtproto.tl.api.types import (
         TypeChat,
         TypeDialog,
+        TypeEncryptedFile,
         TypeForumTopic,
         TypeMessage,
         TypeMissingInvitee,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 _T_CHAT: TypeRef[TypeChat] = TypeRef("Chat", 0x17d493d5, 0x29562865, 0x41cbf256, 0x6592a1a7, 0xd49f34c6)
 _T_CHATFULL: TypeRef[_types.TypeChatFull] = TypeRef("ChatFull", 0x2633421b, 0xa04e8d3a, 0xcbb7a507)
 _T_DIALOG: TypeRef[TypeDialog] = TypeRef("Dialog", 0x71bd134c, 0xf78a0973, 0xfc89f7f3)
+_T_ENCRYPTEDFILE: TypeRef[TypeEncryptedFile] = TypeRef("EncryptedFile", 0xa8008cd8, 0xc21f497e)
 _T_FORUMTOPIC: TypeRef[TypeForumTopic] = TypeRef("ForumTopic", 0x023f109b, 0xfcdad815)
 _T_MESSAGE: TypeRef[TypeMessage] = TypeRef("Message", 0x7600b9d3, 0x7a800e0a, 0x90a6ca84)
 _T_MESSAGEVIEWS: TypeRef[_types.TypeMessageViews] = TypeRef("MessageViews", 0x455b853d)
@@ -528,14 +530,100 @@ class ChatFull(TLObject):
         return cls(full_chat=_full_chat, chats=_chats, users=_users)
 
 
+@dataclass(slots=True, kw_only=True)
+class DhConfigNotModified(TLObject):
+    """``messages.dhConfigNotModified#c0e24635 random:bytes = messages.DhConfig;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xc0e24635
+    TL_NAME: ClassVar[str] = "messages.dhConfigNotModified"
+
+    random: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_bytes(out, self.random)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DhConfigNotModified:
+        _random = r.read_bytes()
+        return cls(random=_random)
+
+
+@dataclass(slots=True, kw_only=True)
+class DhConfig(TLObject):
+    """``messages.dhConfig#2c221edd g:int p:bytes version:int random:bytes = messages.DhConfig;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x2c221edd
+    TL_NAME: ClassVar[str] = "messages.dhConfig"
+
+    g: int
+    p: bytes
+    version: int
+    random: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.g)
+        write_bytes(out, self.p)
+        out += INT.pack(self.version)
+        write_bytes(out, self.random)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DhConfig:
+        _g = r.read_int()
+        _p = r.read_bytes()
+        _version = r.read_int()
+        _random = r.read_bytes()
+        return cls(g=_g, p=_p, version=_version, random=_random)
+
+
+@dataclass(slots=True, kw_only=True)
+class SentEncryptedMessage(TLObject):
+    """``messages.sentEncryptedMessage#560f8935 date:int = messages.SentEncryptedMessage;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x560f8935
+    TL_NAME: ClassVar[str] = "messages.sentEncryptedMessage"
+
+    date: int
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.date)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SentEncryptedMessage:
+        _date = r.read_int()
+        return cls(date=_date)
+
+
+@dataclass(slots=True, kw_only=True)
+class SentEncryptedFile(TLObject):
+    """``messages.sentEncryptedFile#9493ff32 date:int file:EncryptedFile = messages.SentEncryptedMessage;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x9493ff32
+    TL_NAME: ClassVar[str] = "messages.sentEncryptedFile"
+
+    date: int
+    file: TypeEncryptedFile
+
+    def _write_bare(self, out: bytearray) -> None:
+        out += INT.pack(self.date)
+        self.file._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> SentEncryptedFile:
+        _date = r.read_int()
+        _file = r.read_boxed(_T_ENCRYPTEDFILE)
+        return cls(date=_date, file=_file)
+
+
 TypeAffectedMessages: TypeAlias = AffectedMessages
 TypeChatFull: TypeAlias = ChatFull
 TypeChatInviteJoinResult: TypeAlias = ChatInviteJoinResultOk | ChatInviteJoinResultWebView
 TypeChats: TypeAlias = Chats | ChatsSlice
+TypeDhConfig: TypeAlias = DhConfigNotModified | DhConfig
 TypeDialogs: TypeAlias = Dialogs | DialogsSlice | DialogsNotModified
 TypeInvitedUsers: TypeAlias = InvitedUsers
 TypeMessageViews: TypeAlias = MessageViews
 TypeMessages: TypeAlias = Messages | MessagesSlice | ChannelMessages | MessagesNotModified
+TypeSentEncryptedMessage: TypeAlias = SentEncryptedMessage | SentEncryptedFile
 
 register(
     AffectedMessages,
@@ -553,6 +641,10 @@ register(
     ChatInviteJoinResultOk,
     ChatInviteJoinResultWebView,
     ChatFull,
+    DhConfigNotModified,
+    DhConfig,
+    SentEncryptedMessage,
+    SentEncryptedFile,
 )
 
 __all__ = [
@@ -563,6 +655,8 @@ __all__ = [
     "ChatInviteJoinResultWebView",
     "Chats",
     "ChatsSlice",
+    "DhConfig",
+    "DhConfigNotModified",
     "Dialogs",
     "DialogsNotModified",
     "DialogsSlice",
@@ -571,12 +665,16 @@ __all__ = [
     "Messages",
     "MessagesNotModified",
     "MessagesSlice",
+    "SentEncryptedFile",
+    "SentEncryptedMessage",
     "TypeAffectedMessages",
     "TypeChatFull",
     "TypeChatInviteJoinResult",
     "TypeChats",
+    "TypeDhConfig",
     "TypeDialogs",
     "TypeInvitedUsers",
     "TypeMessageViews",
     "TypeMessages",
+    "TypeSentEncryptedMessage",
 ]
