@@ -294,7 +294,7 @@ async def post(deps: Messages, me: int, c: ChannelRow, text: str, entities: byte
         return now, p
 
     now, p = await deps.txn(shard, "channel_post", txn)
-    await deps.notify_channel(c.id)
+    await deps.notify_channel(c.id, now.pts)
     return await _updates(deps, me, now, [
         api.types.UpdateMessageID(id=p.id, random_id=random_id),
         api.types.UpdateNewChannelMessage(message=render_post(p, now, viewer=me), pts=p.pts, pts_count=1)], [p])
@@ -406,7 +406,7 @@ async def delete_messages(deps: Messages, ctx: rpc.Context,
 
     pts, count = await deps.txn(shard, "channel_delete", txn)
     if count:
-        await deps.notify_channel(c.id)
+        await deps.notify_channel(c.id, pts)
     return api.types.messages.AffectedMessages(pts=pts, pts_count=count)
 
 
@@ -584,7 +584,7 @@ async def edit_message(deps: Messages, ctx: rpc.Context, q: api.functions.messag
         return now, p
 
     now, p = await deps.txn(shard, "channel_edit", txn)
-    await deps.notify_channel(c.id)
+    await deps.notify_channel(c.id, now.pts)
     return await _updates(deps, me, now, [api.types.UpdateEditChannelMessage(
         message=render_post(p, now, viewer=me), pts=now.pts, pts_count=1)], [p])
 

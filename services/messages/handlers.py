@@ -27,7 +27,7 @@ import asyncpg
 from prometheus_client import Counter, Histogram
 
 from mtproto.tl import api
-from mtproto.tl.internal.types import rpc
+from mtproto.tl.internal.types import push, rpc
 from mtproto.tl.runtime import TLFunction
 from services.common import db, users
 from services.common.config import MessagesConfig
@@ -83,24 +83,31 @@ class Messages:
                 self._users.popitem(last=False)
         return {i: self._users[i] for i in wanted if i in self._users}
 
-    async def notify_channel(self, channel_id: int) -> None:
-        """A channel's log grew: its online subscribers should hear of it (best effort, as ``notify``)."""
-        if self.redis is None:
-            return
-        try:
-            await self.redis.publish(f"mtlab:channel:{channel_id}", "1")
-        except (RedisError, OSError) as exc:
-            log.debug("notify channel %d: %s", channel_id, exc)
+    async def notify_channel(self, channel_id: int, pts: int) -> None:
+        """A channel's log now reaches ``pts``: its online subscribers should hear of it (best effort, as
+        ``notify``)."""
+        await self._publish(f"mtlab:channel:{channel_id}", push.Logged(pts=pts))
 
-    async def notify(self, user_id: int) -> None:
-        """Tell whoever listens (the updates service) that ``user_id``'s update log grew. Best effort: the log is
-        the truth, and a lost notification only delays a push until the client asks for its difference."""
+    async def notify(self, user_id: int, pts: int = 0) -> None:
+        """Tell whoever listens (the updates service) that ``user_id``'s update log grew (to ``pts``, 0: not said).
+        Best effort: the log is the truth, and the updates service reads what to push from it, so a lost
+        notification only delays a push until the next one, or until the client asks for its difference."""
+        await self._publish(f"mtlab:updates:{user_id}", push.Logged(pts=pts))
+
+    async def relay(self, user_id: int, update: api.types.TypeUpdate, auth_key_id: int | None = None) -> None:
+        """Push ``update`` as it is to every online device of ``user_id``, or only to ``auth_key_id``'s sessions.
+        For what is not in the update log: typing and presence (may be lost), and a secret chat's qts updates
+        (whose per-device queue is the truth)."""
+        await self._publish(f"mtlab:updates:{user_id}",
+                            push.Direct(auth_key_id=auth_key_id, update=update.to_bytes()))
+
+    async def _publish(self, channel: str, note: push.TypeNote) -> None:
         if self.redis is None:
             return
         try:
-            await self.redis.publish(f"mtlab:updates:{user_id}", "1")
+            await self.redis.publish(channel, note.to_bytes())
         except (RedisError, OSError) as exc:
-            log.debug("notify %d: %s", user_id, exc)
+            log.debug("publish on %s: %s", channel, exc)
 
 
 def _me(ctx: rpc.Context) -> int:

@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
-from mtproto.tl.internal.functions import keys, lab
+from mtproto.tl.internal.functions import keys, lab, push
 
 __all__ = [
     "keys",
     "lab",
+    "push",
 ]

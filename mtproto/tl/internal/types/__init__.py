@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
-from mtproto.tl.internal.types import keys, rpc
+from mtproto.tl.internal.types import keys, push, rpc
 
 __all__ = [
     "keys",
+    "push",
     "rpc",
 ]
