@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import suppress
 
 import anyio
@@ -74,7 +74,7 @@ class KeyChanges:
             RESYNCS.labels(reason).inc(len(self._watchers))
         self._fan_out(keys.Resync().to_bytes())
 
-    async def watch(self, ctx: rpc.Context, query: bytes) -> AsyncIterator[bytes]:
+    async def watch(self, ctx: rpc.Context, query: bytes) -> AsyncGenerator[bytes, None]:
         """The keys.watch stream handler (services/common/rpc.py calls it for each subscriber)."""
         send, receive = anyio.create_memory_object_stream[bytes](self.buffer)
         self._watchers.add(send)

@@ -129,6 +129,7 @@ class UpdatesConfig:
     pool_size: int = _knob(5, "Postgres connections to the main database (users) this process keeps at most")
     difference_limit: int = _knob(1000, "updates one getDifference answer carries at most (then a slice)")
     too_long: int = _knob(10_000, "a client this many pts behind gets differenceTooLong and reloads its chats")
+    push_workers: int = _knob(4, "tasks reading the logs of users (and channels) whose notes came in, to push them")
 
 
 @dataclass(frozen=True)

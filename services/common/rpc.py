@@ -27,7 +27,7 @@ import itertools
 import logging
 import re
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -45,7 +45,7 @@ _LEN = struct.Struct("<I")
 
 Context = rpc.Context
 Handler = Callable[[rpc.Context, bytes], Awaitable[bytes]]
-StreamHandler = Callable[[rpc.Context, bytes], AsyncIterator[bytes]]
+StreamHandler = Callable[[rpc.Context, bytes], AsyncGenerator[bytes, None]]
 
 
 class RpcError(Exception):
@@ -144,8 +144,10 @@ class RpcServer:
             with scope:
                 cid = constructor_id(request.query)
                 if cid in self.streams:
-                    async for item in self.streams[cid](request.context, request.query):
-                        await _write(stream, lock, rpc.StreamItem(req_id=rid, item=item))
+                    # aclosing: a cancelled stream's generator runs its finally blocks now, not when collected
+                    async with contextlib.aclosing(self.streams[cid](request.context, request.query)) as items:
+                        async for item in items:
+                            await _write(stream, lock, rpc.StreamItem(req_id=rid, item=item))
                     reply = rpc.Result(req_id=rid, result=b"")
                 elif cid in self.handlers:
                     reply = rpc.Result(req_id=rid, result=await self.handlers[cid](request.context, request.query))
@@ -309,7 +311,7 @@ class RpcClient:
             raise pending.error
         return pending.result if pending.result is not None else b""
 
-    async def stream(self, query: bytes, context: rpc.Context) -> AsyncIterator[bytes]:
+    async def stream(self, query: bytes, context: rpc.Context) -> AsyncGenerator[bytes, None]:
         """Items a stream handler pushes, until it ends (an error ending it is raised)."""
         if self._stream is None:
             raise ServiceUnavailable(self.service)

@@ -29,3 +29,6 @@ KEY_CACHE_SIZE = Gauge("mtlab_gateway_key_cache_size", "Auth-key records cached 
 RPC_ERRORS = Counter("mtlab_gateway_rpc_errors_total", "rpc_error answers, by service and error (digits as X)",
                      ["service", "error"])
 CALLS_IN_FLIGHT = Gauge("mtlab_gateway_calls_in_flight", "RPCs forwarded to services and not answered yet")
+PUSHES = Counter("mtlab_gateway_pushes_total", "Pushed updates encrypted into a session (one per session reached)")
+PUSH_SESSIONS = Gauge("mtlab_gateway_push_sessions", "Signed-in sessions subscribed to pushes on this gateway")
+PUSH_ATTACHED = Gauge("mtlab_gateway_push_attached", "1 while the push stream to the updates service is attached")

@@ -69,6 +69,7 @@ from services.gateway.keys import (
     load_or_create_rsa_key,
     load_or_create_salt_secret,
 )
+from services.gateway.push import Push
 
 log = logging.getLogger("mtlab.gateway")
 
@@ -113,6 +114,7 @@ class Gateway:
     def __post_init__(self) -> None:
         self.handshake_config = handshake.ServerConfig(rsa_keys=(self.rsa_key,), dc_id=self.config.dc_id)
         self.sessions: OrderedDict[tuple[bytes, int], ServerSession] = OrderedDict()
+        self.push = Push(self.sessions, self.routes.services.get("updates"))
         self._per_key: dict[bytes, OrderedDict[int, None]] = {}
         self._tombstones: OrderedDict[tuple[bytes, int], tuple[int, float]] = OrderedDict()
         self.open_connections = 0
@@ -178,6 +180,7 @@ class Gateway:
         session = self.sessions.pop(key, None)
         if session is None:
             return
+        self.push.unbind(key)
         per_key = self._per_key.get(key[0])
         if per_key is not None:
             per_key.pop(key[1], None)
@@ -308,6 +311,7 @@ class Connection:
         except Exception:
             log.exception("connection from %s failed", self.peer)
         finally:
+            self.gateway.push.drop_connection(self)
             if self.kind_label != "unknown":
                 metrics.CONNECTIONS.labels(self.kind_label).dec()
             with trio.CancelScope() as forcefully:  # trio.aclose_forcefully, for any ByteStream
@@ -333,6 +337,13 @@ class Connection:
     def _flush(self, session: ServerSession) -> None:
         for out in session.data_to_send(time.time()):
             self._queue(self.transport.send_frame(out))
+
+    def push(self, session: ServerSession) -> None:
+        """Write what ``session`` has to send (a push put there); a client that does not read is closed."""
+        try:
+            self._flush(session)
+        except _Refused as refused:
+            self._abort(refused)
 
     def _abort(self, refused: _Refused) -> None:
         """A limit hit outside the reader (an answer arriving for a client that does not read): close now."""
@@ -483,6 +494,9 @@ class Connection:
         ctx = rpc.Context(user_id=stored.user_id, auth_key_id=key_id_int(stored.key.id),
                           session_id=session.session_id, msg_id=call.msg_id, layer=self.layer,
                           trace_id=int.from_bytes(os.urandom(8), "little") >> 1, client=self.client_info)
+        if stored.user_id is not None and not stored.revoked and not wrappers.without_updates:
+            # A signed-in session that calls subscribes to pushes, on the connection of its latest call.
+            self.gateway.push.bind(stored.user_id, (stored.key.id, session.session_id), self)
         await self._slots.acquire()  # at the limit, this connection's reader waits for an answer first
         if self._calls is None:  # run() opened the nursery before reading: only a bug gets here
             raise RuntimeError("connection has no call nursery")
@@ -513,6 +527,7 @@ class Connection:
             return  # rpc_drop_answer
         if name in router.CHANGES_OWN_KEY:
             self.gateway.keys.forget(key_id)  # the key's next request must see its new sign-in state
+            self.gateway.push.unbind_key(key_id)  # and subscribe to pushes again as whoever it is now
         if answer.result is None:
             metrics.RPC_ERRORS.labels(service, error_label(answer.error_message)).inc()
         metrics.RPC_SECONDS.labels(name, service).observe(time.perf_counter() - started)
@@ -568,7 +583,7 @@ async def main(config: GatewayConfig) -> None:
                 RpcClient("messages", config.messages_host, config.messages_port))
         if config.updates_host:
             services["updates"] = await stack.enter_async_context(
-                RpcClient("updates", config.updates_host, config.updates_port))
+                RpcClient("updates", config.updates_host, config.updates_port, stream_buffer=8192))
         keys = AuthServiceKeyStore(auth, size=config.key_cache_size)
         gateway = Gateway.from_config(config, keys, router.Router(services, timeout=config.rpc_timeout))
         await _run(config, gateway, keys)
@@ -579,6 +594,7 @@ async def _run(config: GatewayConfig, gateway: Gateway, keys: AuthServiceKeyStor
         async with trio.open_nursery() as nursery:
             if keys is not None:
                 nursery.start_soon(keys.watch)
+            nursery.start_soon(gateway.push.run)
             port = await nursery.start(gateway.serve)
             # /healthz only once the MTProto port is bound, and unhealthy from the moment shutdown begins.
             nursery.start_soon(serve_http, config.host, config.metrics_port, gateway.accepting)

@@ -5,8 +5,9 @@ map the message service prepared (the supervisor starts that service first), the
 ``/metrics`` + ``/healthz`` (healthy while the main database and every physical shard answer). It only reads:
 the logs it serves are written by the message service. SIGINT/SIGTERM stop it.
 
-Live push (the notifications the message service publishes after each commit, relayed to the gateways) is the
-next part of issue #5.
+Live push (``push.py``): the gateways attach a ``push.attach`` stream and register their users; the notes the
+message service publishes on Redis after each commit become pushes on those streams. Redis away: pushes stop (the
+clients' getDifference still works) and resume, with a resync, once it is back.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 
 import anyio
 
+from mtproto.tl.internal.functions import push as push_fn
 from services.common import db, service
 from services.common.config import (
     DataConfig,
@@ -25,6 +27,7 @@ from services.common.config import (
     shard_config,
     updates_config,
 )
+from services.updates import push
 from services.updates.difference import METHODS, Updates
 from shard_db import Shards
 
@@ -38,12 +41,22 @@ async def main(config: UpdatesConfig, shard_cfg: ShardConfig, data: DataConfig) 
     except Exception as exc:  # the service cannot run without its databases: say why and stop
         sys.exit(f"mtlab updates: cannot open the shard map on {data.postgres_dsn}: {type(exc).__name__}: {exc}")
     deps = Updates(config, shards, main_pool)
+    pusher = push.Pusher(shards, main_pool)
+    server = service.rpc_server("updates", deps, METHODS, log, streams={push_fn.Attach.CONSTRUCTOR_ID: pusher.attach})
+    server.handlers = {**server.handlers, **{
+        cls.CONSTRUCTOR_ID: service.rpc_handler("updates", pusher, cls, fn, log) for cls, fn in push.METHODS.items()}}
     try:
         async def healthy() -> bool:
             return await db.ping(main_pool) and await shards.healthy()
 
-        await service.serve("updates", service.rpc_server("updates", deps, METHODS, log), host=config.host,
-                            rpc_port=config.rpc_port, metrics_port=config.metrics_port, healthy=healthy, log=log)
+        async def listen() -> None:
+            await pusher.listen(data.redis_url)
+
+        async def workers() -> None:
+            await pusher.run(config.push_workers)
+
+        await service.serve("updates", server, host=config.host, rpc_port=config.rpc_port,
+                            metrics_port=config.metrics_port, healthy=healthy, background=(listen, workers), log=log)
     finally:
         with anyio.CancelScope(shield=True):
             await shards.close()
