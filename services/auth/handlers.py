@@ -45,8 +45,9 @@ from mtproto.tl.runtime import TLFunction, TLObject
 from services.auth import dc, store
 from services.auth.changes import KeyChanges
 from services.auth.codes import Check, LoginCodes
-from services.common import db, users
+from services.common import db, presence, users
 from services.common.config import AuthConfig
+from services.common.redis import Redis
 from services.common.rpc import RpcError
 
 log = logging.getLogger("mtlab.auth")
@@ -73,6 +74,7 @@ class Auth:
     codes: LoginCodes
     changes: KeyChanges
     clock: Callable[[], float] = field(default=time.time)
+    redis: Redis | None = None  # presence (user statuses), when the process has Redis
 
     def now(self) -> int:
         return int(self.clock())
@@ -392,7 +394,8 @@ async def get_users(auth: Auth, ctx: rpc.Context, q: api.functions.users.GetUser
         raise RpcError(400, "LIMIT_INVALID")
     me, rows = await _resolve(auth, ctx, q.id, "get_users")
     # Telegram leaves out the users it cannot show rather than failing the whole call.
-    return [users.render(row, viewer=me) for row in rows if row is not None]
+    seen = await presence.statuses(auth.redis, (row.id for row in rows if row is not None), auth.now())
+    return [users.render(row, viewer=me, status=seen.get(row.id)) for row in rows if row is not None]
 
 
 #: Telegram's username rule: 5-32 characters, a letter first, letters, digits and single underscores, and no
@@ -446,7 +449,9 @@ async def get_full_user(auth: Auth, ctx: rpc.Context, q: api.functions.users.Get
         raise RpcError(400, "USER_ID_INVALID")
     full = api.types.UserFull(id=row.id, settings=api.types.PeerSettings(),
                               notify_settings=api.types.PeerNotifySettings(), common_chats_count=0)
-    return api.types.users.UserFull(full_user=full, chats=[], users=[users.render(row, viewer=me)])
+    seen = await presence.statuses(auth.redis, [row.id], auth.now())
+    return api.types.users.UserFull(full_user=full, chats=[], users=[users.render(row, viewer=me,
+                                                                                  status=seen.get(row.id))])
 
 
 # -- help.*, updates.* --------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ async def main(config: AuthConfig, data: DataConfig) -> None:
         applied = await migrate(pool, MIGRATIONS, namespace="auth")
         log.info("migrations: %s", ", ".join(applied) if applied else "up to date")
         codes = LoginCodes(redis, ttl=config.code_ttl, attempts=config.code_attempts, length=config.code_length)
-        auth = Auth(config, pool, codes, KeyChanges(redis))
+        auth = Auth(config, pool, codes, KeyChanges(redis), redis=redis)
 
         async def healthy() -> bool:
             postgres, cache = await db.ping(pool), await redis_.ping(redis)

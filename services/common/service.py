@@ -102,10 +102,15 @@ def rpc_handler(service: str, deps: D, cls: type[TLFunction[Any]], fn: Method[D]
     return handle
 
 
+def rpc_handlers(service: str, deps: D, methods: Mapping[type[TLFunction[Any]], Method[D]],
+                 log: logging.Logger) -> dict[int, Handler]:
+    """The RPC server's table (constructor id -> handler) for ``methods``, each called with ``deps``."""
+    return {cls.CONSTRUCTOR_ID: rpc_handler(service, deps, cls, fn, log) for cls, fn in methods.items()}
+
+
 def rpc_server(service: str, deps: D, methods: Mapping[type[TLFunction[Any]], Method[D]], log: logging.Logger,
                streams: Mapping[int, StreamHandler] | None = None) -> RpcServer:
-    handlers = {cls.CONSTRUCTOR_ID: rpc_handler(service, deps, cls, fn, log) for cls, fn in methods.items()}
-    return RpcServer(service, handlers, dict(streams or {}))
+    return RpcServer(service, rpc_handlers(service, deps, methods, log), dict(streams or {}))
 
 
 Task = Callable[[], Coroutine[Any, Any, None]]

@@ -56,11 +56,13 @@ async def search(con: Connection, text: str, limit: int) -> list[UserRow]:
     return [_row(r) for r in rows]
 
 
-def render(row: UserRow, *, viewer: int, contact: bool = False) -> api.types.User:
+def render(row: UserRow, *, viewer: int, contact: bool = False,
+           status: api.types.TypeUserStatus | None = None) -> api.types.User:
     """The ``user`` object ``viewer`` is shown: the phone number only to its owner and to users who have it as a
-    contact (they knew the number already)."""
+    contact (they knew the number already). ``status``: from ``presence.statuses``; without it, others show as
+    seen recently."""
     me = row.id == viewer
     return api.types.User(id=row.id, self=me, contact=contact, access_hash=row.access_hash,
                           first_name=row.first_name, last_name=row.last_name or None, username=row.username,
                           phone=row.phone if me or contact else None,
-                          status=api.types.UserStatusRecently() if not me else None)
+                          status=status if status is not None else None if me else api.types.UserStatusRecently())

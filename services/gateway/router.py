@@ -113,7 +113,9 @@ NO_AUTH_NAMESPACES = ("auth.", "help.", "langpack.", "ping", "ping_delay_disconn
 SERVICE_BY_NAMESPACE = {"auth": "auth", "account": "auth", "users": "auth", "help": "auth",
                         "messages": "messages", "channels": "messages", "contacts": "messages"}
 SERVICE_BY_METHOD = {"updates.getState": "updates", "updates.getDifference": "updates",
-                     "updates.getChannelDifference": "updates"}
+                     "updates.getChannelDifference": "updates",
+                     # presence and typing are ephemeral: the updates service keeps them in Redis and relays them
+                     "account.updateStatus": "updates", "messages.setTyping": "updates"}
 
 #: Where a method goes when its owner is not part of this stack (a gateway started with fewer services, as some
 #: tests do): the first of these that is.

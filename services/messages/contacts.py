@@ -22,7 +22,7 @@ from typing import Any
 from mtproto.tl import api
 from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import TLFunction
-from services.common import db, users
+from services.common import db, presence, users
 from services.common.rpc import RpcError
 from services.messages.handlers import Messages, Method, _me
 
@@ -92,8 +92,9 @@ async def get_contacts(deps: Messages, ctx: rpc.Context,
     rows = await deps.users(mine)
     contacts: list[api.types.TypeContact] = [api.types.Contact(user_id=uid, mutual=uid in mutual)
                                              for uid in mine if uid in rows]
-    return api.types.contacts.Contacts(contacts=contacts, saved_count=len(contacts),
-                                       users=[users.render(rows[uid], viewer=me, contact=True) for uid in sorted(rows)])
+    seen = await presence.statuses(deps.redis, rows, deps.now())
+    return api.types.contacts.Contacts(contacts=contacts, saved_count=len(contacts), users=[
+        users.render(rows[uid], viewer=me, contact=True, status=seen.get(uid)) for uid in sorted(rows)])
 
 
 async def resolve_username(deps: Messages, ctx: rpc.Context,

@@ -29,7 +29,7 @@ from prometheus_client import Counter, Histogram
 from mtproto.tl import api
 from mtproto.tl.internal.types import push, rpc
 from mtproto.tl.runtime import TLFunction
-from services.common import db, users
+from services.common import db, presence, users
 from services.common.config import MessagesConfig
 from services.common.redis import Redis, RedisError
 from services.common.rpc import RpcError
@@ -141,7 +141,8 @@ async def _with_users(deps: Messages, me: int, messages: list[MessageRow],
         ids.update(i for i in (m.from_id, m.peer_id if m.peer_type == USER else None, m.fwd_from_id) if i)
     ids.update(pid for ptype, pid in peers if ptype == USER)
     rows = await deps.users(ids)
-    return [users.render(rows[i], viewer=me) for i in sorted(rows)]
+    seen = await presence.statuses(deps.redis, rows, deps.now())
+    return [users.render(rows[i], viewer=me, status=seen.get(i)) for i in sorted(rows)]
 
 
 async def _with_chats(deps: Messages, me: int, peers: Iterable[tuple[int, int]]) -> list[api.types.TypeChat]:

@@ -237,6 +237,7 @@ class Pusher:
         self._channels: dict[int, int] = {}  # channel -> the highest pts a note named, waiting to be pushed
         self._channel_pts: dict[int, int] = {}  # channel -> pts pushed so far
         self._busy_channels: set[int] = set()
+        self._hints: dict[int, int] = {}  # user -> the pts a client was told before its registration came
         self._wake = anyio.Event()
         self._users: dict[int, tuple[float, users.UserRow]] = {}
 
@@ -267,7 +268,21 @@ class Pusher:
             if delivered > 0 and (known is None or known == UNKNOWN or delivered < known):
                 self.pts[user_id] = delivered  # push what happened since the gateway's last delivery
             elif known is None:
-                self.pts[user_id] = UNKNOWN
+                self.pts[user_id] = self._hints.pop(user_id, UNKNOWN)
+            self._mark(user_id)
+
+    def client_at(self, user_id: int, pts: int) -> None:
+        """A client of ``user_id`` was just told its state is ``pts`` (getState, getDifference): push from there.
+
+        Without this, a session that subscribes with the same call that asks getState would have its pts read
+        a moment later, and what committed in between would reach it only at the next gap."""
+        known = self.pts.get(user_id)
+        if known is None:
+            self._hints[user_id] = pts  # its registration is on the way
+            if len(self._hints) > 100_000:
+                self._hints.clear()
+        elif known == UNKNOWN or known > pts:
+            self.pts[user_id] = pts
             self._mark(user_id)
 
     def offline(self, gateway_id: int, user_ids: list[int]) -> None:
@@ -312,18 +327,21 @@ class Pusher:
             self._wake.set()
 
     def _direct(self, user_id: int, note: push.Direct) -> None:
-        links = self.registry.links(user_id)
-        if not links:
-            PUSH_DROPPED.labels("offline").inc()
-            return
         try:
             update = Reader(note.update).read_object()
         except (TLDecodeError, ValueError):
             return
-        if not isinstance(update, api.types.TypeUpdate):
+        if isinstance(update, api.types.TypeUpdate):
+            self.relay(user_id, update, note.auth_key_id)
+
+    def relay(self, user_id: int, update: api.types.TypeUpdate, auth_key_id: int | None = None) -> None:
+        """Push ``update`` as it is, in an ``updateShort``, to the user's online devices (or one auth key's)."""
+        links = self.registry.links(user_id)
+        if not links:
+            PUSH_DROPPED.labels("offline").inc()
             return
         body = api.types.UpdateShort(update=update, date=int(self.clock())).to_bytes()
-        item = push.Deliver(user_ids=[user_id], auth_key_id=note.auth_key_id, updates=body).to_bytes()
+        item = push.Deliver(user_ids=[user_id], auth_key_id=auth_key_id, updates=body).to_bytes()
         for link in links:
             link.offer(item)
         PUSHES.labels("direct").inc()
@@ -483,7 +501,7 @@ class Pusher:
     async def _objects(self, viewer: int, updates: list[Any]) -> tuple[list[api.types.TypeUser],
                                                                          list[api.types.TypeChat]]:
         user_ids, chat_ids, channel_ids = _peers(updates)
-        rows = await self._user_rows(user_ids)
+        rows = await self.user_rows(user_ids)
         user_objs: list[api.types.TypeUser] = [users.render(rows[i], viewer=viewer) for i in sorted(rows)]
         chat_objs: list[api.types.TypeChat] = []
         for chat_id in sorted(chat_ids):
@@ -497,7 +515,7 @@ class Pusher:
                 chat_objs.append(channels.render_channel(ch, viewer=viewer, member=True))
         return user_objs, chat_objs
 
-    async def _user_rows(self, ids: set[int]) -> dict[int, users.UserRow]:
+    async def user_rows(self, ids: set[int]) -> dict[int, users.UserRow]:
         """Users by id, cached for a few seconds (a name change shows in pushes after at most that long)."""
         now = time.monotonic()
         missing = [i for i in ids if i not in self._users or self._users[i][0] < now]
@@ -554,7 +572,7 @@ class Pusher:
         if not by_gateway:
             return
         user_ids, _, _ = _peers(decoded)
-        rows_by_id = await self._user_rows(user_ids)
+        rows_by_id = await self.user_rows(user_ids)
         now = int(self.clock())
         container = api.types.Updates(
             updates=decoded, users=[users.render(rows_by_id[i], viewer=0) for i in sorted(rows_by_id)],

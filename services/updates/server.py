@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import anyio
 
+from mtproto.tl.api.functions.updates import GetDifference, GetState
+from mtproto.tl.api.types.updates import TypeDifference, TypeState
 from mtproto.tl.internal.functions import push as push_fn
+from mtproto.tl.internal.types import rpc
+from mtproto.tl.runtime import TLFunction
 from services.common import db, service
+from services.common import redis as redis_
 from services.common.config import (
     DataConfig,
     ShardConfig,
@@ -27,7 +33,8 @@ from services.common.config import (
     shard_config,
     updates_config,
 )
-from services.updates import push
+from services.common.rpc import RpcServer
+from services.updates import difference, presence, push
 from services.updates.difference import METHODS, Updates
 from shard_db import Shards
 
@@ -41,10 +48,28 @@ async def main(config: UpdatesConfig, shard_cfg: ShardConfig, data: DataConfig) 
     except Exception as exc:  # the service cannot run without its databases: say why and stop
         sys.exit(f"mtlab updates: cannot open the shard map on {data.postgres_dsn}: {type(exc).__name__}: {exc}")
     deps = Updates(config, shards, main_pool)
+    redis = redis_.connect(data.redis_url)
     pusher = push.Pusher(shards, main_pool)
-    server = service.rpc_server("updates", deps, METHODS, log, streams={push_fn.Attach.CONSTRUCTOR_ID: pusher.attach})
-    server.handlers = {**server.handlers, **{
-        cls.CONSTRUCTOR_ID: service.rpc_handler("updates", pusher, cls, fn, log) for cls, fn in push.METHODS.items()}}
+
+    async def get_state(deps: Updates, ctx: rpc.Context, q: GetState) -> TypeState:
+        state = await difference.get_state(deps, ctx, q)
+        pusher.client_at(ctx.user_id or 0, state.pts)
+        return state
+
+    async def get_difference(deps: Updates, ctx: rpc.Context, q: GetDifference) -> TypeDifference:
+        answer = await difference.get_difference(deps, ctx, q)
+        state = getattr(answer, "state", None) or getattr(answer, "intermediate_state", None)
+        if state is not None:
+            pusher.client_at(ctx.user_id or 0, state.pts)
+        return answer
+
+    # The pusher hears what getState and getDifference tell a client: it pushes from there (push.client_at).
+    methods: dict[type[TLFunction[Any]], difference.Method] = {**METHODS, GetState: get_state,
+                                                              GetDifference: get_difference}
+    handlers = {**service.rpc_handlers("updates", deps, methods, log),
+                **service.rpc_handlers("updates", pusher, push.METHODS, log),
+                **service.rpc_handlers("updates", presence.Presence(pusher, redis), presence.METHODS, log)}
+    server = RpcServer("updates", handlers, {push_fn.Attach.CONSTRUCTOR_ID: pusher.attach})
     try:
         async def healthy() -> bool:
             return await db.ping(main_pool) and await shards.healthy()
@@ -60,6 +85,7 @@ async def main(config: UpdatesConfig, shard_cfg: ShardConfig, data: DataConfig) 
     finally:
         with anyio.CancelScope(shield=True):
             await shards.close()
+            await redis.aclose()
             await main_pool.close()
 
 

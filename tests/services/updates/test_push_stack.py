@@ -3,7 +3,9 @@ the sender's other devices) as an update, without any polling; a channel post re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack as ExitStack
+from typing import Any
 
 import anyio
 import pytest
@@ -30,12 +32,39 @@ def peer(user: api.types.User) -> api.types.InputPeerUser:
     return api.types.InputPeerUser(user_id=user.id, access_hash=user.access_hash)
 
 
-async def next_update(client: Client) -> api.types.TypeUpdates:
+async def next_update(client: Client, want: Callable[[Any], bool] = lambda u: True) -> Any:
+    """The next pushed Updates object ``want`` accepts (the ones before it are skipped)."""
     with anyio.fail_after(20):
         async for received in client.updates():
-            if isinstance(received.obj, api.types.TypeUpdates):
+            if isinstance(received.obj, api.types.TypeUpdates) and want(received.obj):
                 return received.obj
     raise AssertionError("the update stream ended")
+
+
+def inner(updates: Any) -> list[Any]:
+    """The updates a container or an updateShort carries."""
+    if isinstance(updates, api.types.UpdateShort):
+        return [updates.update]
+    return list(getattr(updates, "updates", []))
+
+
+def texts(updates: Any) -> list[str]:
+    """The texts of the new messages an Updates object carries, in whichever shape."""
+    if isinstance(updates, (api.types.UpdateShortMessage, api.types.UpdateShortChatMessage)):
+        return [updates.message]
+    return [x.message.message for x in inner(updates)
+            if isinstance(x, api.types.UpdateNewMessage) and isinstance(x.message, api.types.Message)]
+
+
+async def users(config: ClientConfig, n: int, stack_: ExitStack) -> list[tuple[Client, api.types.User]]:
+    out = []
+    for i in range(n):
+        client = await stack_.enter_async_context(Client(config))
+        phone, code = fresh_test_number()
+        me = await account.sign_in_or_up(client.invoke, phone, code, first_name=f"User{i}")
+        await client.invoke(api.functions.updates.GetState())  # subscribes the session to pushes
+        out.append((client, me))
+    return out
 
 
 def test_a_message_reaches_every_device_of_both_users(stack: Stack) -> None:
@@ -62,5 +91,76 @@ def test_a_message_reaches_every_device_of_both_users(stack: Stack) -> None:
             mine = await next_update(a2)  # the sender's other device
             assert isinstance(mine, api.types.UpdateShortMessage), mine
             assert (mine.message, mine.user_id, mine.out) == ("live, hello", bob.id, True)
+
+    anyio.run(main)
+
+
+def test_group_messages_channel_posts_typing_and_presence_are_pushed(stack: Stack) -> None:
+    config = ClientConfig(server_keys=public_pem(stack), port=stack.port, ping_interval=None)
+
+    async def main() -> None:
+        async with ExitStack() as stack_:
+            (a, alice), (b, bob), (c, carol) = await users(config, 3, stack_)
+            inputs = [api.types.InputUser(user_id=u.id, access_hash=u.access_hash or 0) for u in (bob, carol)]
+            made = await a.invoke(F.CreateChat(users=inputs, title="Trio"))
+            chat_id = made.updates.chats[0].id
+            await a.invoke(F.SendMessage(peer=api.types.InputPeerChat(chat_id=chat_id), message="hi all",
+                                         random_id=1))
+            for client in (b, c):
+                # Short when it is pushed alone; in an updatesCombined when the push also carries the chat's
+                # creation, read from the log in the same round.
+                got = await next_update(client, lambda u: "hi all" in texts(u))
+                if isinstance(got, api.types.UpdateShortChatMessage):
+                    assert (got.chat_id, got.from_id) == (chat_id, alice.id)
+                else:
+                    [m] = [x.message for x in inner(got) if isinstance(x, api.types.UpdateNewMessage)
+                           and getattr(x.message, "message", None) == "hi all"]
+                    assert (m.peer_id, m.from_id) == (api.types.PeerChat(chat_id=chat_id),
+                                                      api.types.PeerUser(user_id=alice.id))
+
+            created = await a.invoke(api.functions.channels.CreateChannel(broadcast=True, title="News", about=""))
+            [channel] = created.chats
+            for client in (b, c):
+                await client.invoke(api.functions.channels.JoinChannel(channel=api.types.InputChannel(
+                    channel_id=channel.id, access_hash=channel.access_hash)))
+            channel_peer = api.types.InputPeerChannel(channel_id=channel.id, access_hash=channel.access_hash)
+            await a.invoke(F.SendMessage(peer=channel_peer, message="breaking", random_id=2))
+            for client in (b, c):
+                got = await next_update(client, lambda u: any(
+                    isinstance(x, api.types.UpdateNewChannelMessage) for x in inner(u)))
+                [post] = [x for x in inner(got) if isinstance(x, api.types.UpdateNewChannelMessage)]
+                assert post.message.message == "breaking"
+                assert [ch.id for ch in got.chats] == [channel.id]  # the channel object comes with the post
+
+            await a.invoke(F.SetTyping(peer=api.types.InputPeerUser(user_id=bob.id, access_hash=bob.access_hash or 0),
+                                       action=api.types.SendMessageTypingAction()))
+            got = await next_update(b, lambda u: isinstance(u, api.types.UpdateShort))
+            assert isinstance(got.update, api.types.UpdateUserTyping) and got.update.user_id == alice.id
+            await b.invoke(F.SetTyping(peer=api.types.InputPeerChat(chat_id=chat_id),
+                                       action=api.types.SendMessageTypingAction()))
+            for client in (a, c):
+                got = await next_update(client, lambda u: isinstance(u, api.types.UpdateShort))
+                assert isinstance(got.update, api.types.UpdateChatUserTyping)
+                assert got.update.from_id == api.types.PeerUser(user_id=bob.id)
+
+            # Alice and Bob share a group, not a private chat: Bob sends one, and then sees Alice's status.
+            bob_peer = api.types.InputPeerUser(user_id=bob.id, access_hash=bob.access_hash or 0)
+            await a.invoke(F.SendMessage(peer=bob_peer, message="psst", random_id=3))
+            assert await a.invoke(api.functions.account.UpdateStatus(offline=False)) is True
+            got = await next_update(b, lambda u: isinstance(u, api.types.UpdateShort) and isinstance(
+                u.update, api.types.UpdateUserStatus))
+            assert got.update.user_id == alice.id and isinstance(got.update.status, api.types.UserStatusOnline)
+            [seen] = await b.invoke(api.functions.users.GetUsers(id=[api.types.InputUser(
+                user_id=alice.id, access_hash=alice.access_hash or 0)]))
+            assert isinstance(seen.status, api.types.UserStatusOnline)
+            await a.invoke(api.functions.account.UpdateStatus(offline=True))
+            got = await next_update(b, lambda u: isinstance(u, api.types.UpdateShort) and isinstance(
+                u.update, api.types.UpdateUserStatus))
+            assert isinstance(got.update.status, api.types.UserStatusOffline)
+
+            # Typing at someone you were never shown is refused.
+            with pytest.raises(Exception, match="PEER_ID_INVALID"):
+                await c.invoke(F.SetTyping(peer=api.types.InputPeerUser(user_id=alice.id, access_hash=1),
+                                           action=api.types.SendMessageTypingAction()))
 
     anyio.run(main)
