@@ -140,10 +140,13 @@ class Push:
             await self.client.wait_connected()
             try:
                 async with trio.open_nursery() as nursery:
-                    await self._attach(nursery)
+                    try:
+                        await self._attach(nursery)
+                    except RpcError as exc:  # the service went away (or ended the stream): attach again
+                        log.info("push stream ended: %s", exc.message)
                     nursery.cancel_scope.cancel()
-            except RpcError as exc:
-                log.info("push stream ended: %s", exc.message)
+            except Exception:  # a bug here must cost pushes, never the gateway and its connections
+                log.exception("push stream failed; attaching again")
             self.attached = trio.Event()
             metrics.PUSH_ATTACHED.set(0)
             await trio.sleep(self.retry)
