@@ -3,12 +3,16 @@ the sender's other devices) as an update, without any polling; a channel post re
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack as ExitStack
 from typing import Any
 
 import anyio
 import pytest
+from telethon import TelegramClient, events
+from telethon.crypto import rsa as telethon_rsa
+from telethon.sessions import MemorySession
 
 from mtlab.client import Client, ClientConfig, account
 from mtproto.tl import api
@@ -164,3 +168,51 @@ def test_group_messages_channel_posts_typing_and_presence_are_pushed(stack: Stac
                                            action=api.types.SendMessageTypingAction()))
 
     anyio.run(main)
+
+
+def test_telethon_receives_a_new_message_as_an_update(stack: Stack) -> None:
+    """Stock Telethon, with its own update handling on: an SDK user's message fires its NewMessage event."""
+    config = ClientConfig(server_keys=public_pem(stack), port=stack.port, ping_interval=None)
+    (alice_phone, alice_code), (bob_phone, bob_code) = fresh_test_number(), fresh_test_number()
+
+    async def accounts() -> tuple[api.types.User, api.types.User]:
+        async with Client(config) as a, Client(config) as b:
+            alice = await account.sign_in_or_up(a.invoke, alice_phone, alice_code, first_name="Alice")
+            bob = await account.sign_in_or_up(b.invoke, bob_phone, bob_code, first_name="Bob")
+            # a first message, so that Telethon (signed in as Bob) knows Alice from its dialogs
+            await a.invoke(F.SendMessage(peer=peer(bob), message="first", random_id=1))
+            return alice, bob
+
+    alice, bob = anyio.run(accounts)
+    telethon_rsa.add_key(public_pem(stack), old=False)
+
+    async def telethon_side() -> tuple[str, int, bool]:
+        session = MemorySession()
+        session.set_dc(2, "127.0.0.1", stack.port)
+        client = TelegramClient(session, 1, "lab", connection_retries=1, request_retries=1)
+        got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        @client.on(events.NewMessage(incoming=True))
+        async def on_message(event: Any) -> None:
+            if not got.done():
+                got.set_result(event.message)
+
+        await asyncio.wait_for(client.connect(), 30)
+        try:
+            await client.send_code_request(bob_phone)
+            await client.sign_in(bob_phone, bob_code)
+            await client.get_dialogs()
+            await client.catch_up()
+
+            async def alice_sends() -> None:
+                async with Client(config) as a:
+                    await account.sign_in_or_up(a.invoke, alice_phone, alice_code, first_name="Alice")
+                    await a.invoke(F.SendMessage(peer=peer(bob), message="live to Telethon", random_id=2))
+
+            await asyncio.get_running_loop().run_in_executor(None, anyio.run, alice_sends)
+            message = await asyncio.wait_for(got, 30)
+            return message.message, message.sender_id, message.out
+        finally:
+            await client.disconnect()
+
+    assert asyncio.run(telethon_side()) == ("live to Telethon", alice.id, False)
