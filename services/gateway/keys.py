@@ -23,6 +23,7 @@ import os
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -149,6 +150,9 @@ class AuthServiceKeyStore:
     """
 
     def __init__(self, client: RpcClient, *, size: int = 100_000) -> None:
+        #: Told of every key whose sign-in state changed elsewhere (the gateway drops its push subscriptions: a
+        #: revoked device must stop receiving the user's updates even while its connection stays open).
+        self.on_change: Callable[[bytes], None] | None = None
         self.client = client
         self.size = size
         self._cache: OrderedDict[bytes, StoredKey] = OrderedDict()
@@ -229,6 +233,8 @@ class AuthServiceKeyStore:
                     elif isinstance(change, keys.Changed):
                         for key_id in change.key_ids:
                             self.forget(key_id_bytes(key_id))
+                            if self.on_change is not None:
+                                self.on_change(key_id_bytes(key_id))
             except (RpcError, TLDecodeError) as exc:
                 log.warning("keys.watch ended: %s", exc)
             finally:

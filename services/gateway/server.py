@@ -115,6 +115,8 @@ class Gateway:
         self.handshake_config = handshake.ServerConfig(rsa_keys=(self.rsa_key,), dc_id=self.config.dc_id)
         self.sessions: OrderedDict[tuple[bytes, int], ServerSession] = OrderedDict()
         self.push = Push(self.sessions, self.routes.services.get("updates"))
+        if isinstance(self.keys, AuthServiceKeyStore):
+            self.keys.on_change = self.push.unbind_key
         self._per_key: dict[bytes, OrderedDict[int, None]] = {}
         self._tombstones: OrderedDict[tuple[bytes, int], tuple[int, float]] = OrderedDict()
         self.open_connections = 0

@@ -216,3 +216,32 @@ def test_telethon_receives_a_new_message_as_an_update(stack: Stack) -> None:
             await client.disconnect()
 
     assert asyncio.run(telethon_side()) == ("live to Telethon", alice.id, False)
+
+
+def test_a_revoked_device_stops_getting_pushes_at_once(stack: Stack) -> None:
+    """account.resetAuthorization from another device: the revoked one's open connection gets no more pushes
+    (the gateway hears it on keys.watch), before it ever calls again."""
+    config = ClientConfig(server_keys=public_pem(stack), port=stack.port, ping_interval=None)
+    (alice_phone, alice_code), (bob_phone, bob_code) = fresh_test_number(), fresh_test_number()
+
+    async def main() -> None:
+        async with Client(config) as a, Client(config) as lost, Client(config) as kept:
+            await account.sign_in_or_up(a.invoke, alice_phone, alice_code, first_name="Alice")
+            bob = await account.sign_in_or_up(lost.invoke, bob_phone, bob_code, first_name="Bob")
+            await account.sign_in_or_up(kept.invoke, bob_phone, bob_code, first_name="Bob")
+            for device in (lost, kept):
+                await device.invoke(api.functions.updates.GetState())
+            await a.invoke(F.SendMessage(peer=peer(bob), message="to both", random_id=1))
+            for device in (lost, kept):
+                assert "to both" in texts(await next_update(device, lambda u: "to both" in texts(u)))
+
+            found = await kept.invoke(api.functions.account.GetAuthorizations())
+            [other] = [x for x in found.authorizations if not x.current]
+            assert await kept.invoke(api.functions.account.ResetAuthorization(hash=other.hash)) is True
+            await a.invoke(F.SendMessage(peer=peer(bob), message="only the kept one", random_id=2))
+            assert "only the kept one" in texts(await next_update(kept, lambda u: "only the kept one" in texts(u)))
+            with anyio.move_on_after(2):  # it would have come with the kept device's, long before this
+                got = await next_update(lost, lambda u: "only the kept one" in texts(u))
+                raise AssertionError(f"a revoked device was pushed to: {got}")
+
+    anyio.run(main)
