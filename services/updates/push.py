@@ -467,11 +467,15 @@ class Pusher:
         per_user: dict[int, list[tuple[int, int, bytes]]] = {}
         for r in rows:
             per_user.setdefault(int(r["owner_id"]), []).append((int(r["pts"]), int(r["pts_count"]), bytes(r["body"])))
+        read_from = dict(zip(known, after, strict=True))
         for user_id, logged in per_user.items():
             if user_id not in self.pts:
                 continue  # went offline meanwhile
             await self._push_logged(user_id, logged)
-            self.pts[user_id] = logged[-1][0]
+            if self.pts.get(user_id) == read_from[user_id]:
+                self.pts[user_id] = logged[-1][0]
+            # else client_at moved it back while we read (a device that knows less): it is marked, and its
+            # next round starts from there
             if len(logged) >= limit:
                 self._mark(user_id)  # more is waiting
 
@@ -543,7 +547,11 @@ class Pusher:
             return
         shard = self.shards.for_chat(channel_id)
         pushed = self._channel_pts.get(channel_id)
-        after = pushed if pushed is not None and pushed < noted else noted - 1
+        if pushed is not None and pushed >= noted:
+            return  # an older note: pushed already
+        # The first note of a channel this process sees: its last commit only (a subscriber that misses an
+        # earlier one sees the channel pts gap and asks getChannelDifference).
+        after = pushed if pushed is not None else noted - 1
 
         async def read(con: db.Connection) -> tuple[list[Any], list[Any], channels.ChannelRow | None]:
             rows = await con.fetch("SELECT pts, pts_count, body FROM channel_update_log WHERE shard = $1 AND "

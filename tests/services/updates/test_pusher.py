@@ -168,6 +168,7 @@ def test_a_channel_post_is_one_frame_per_gateway_with_its_online_members(databas
             post = updates_of(d)
             assert [type(u).__name__ for u in post.updates] == ["UpdateNewChannelMessage"]
             assert post.updates[0].message.message == "breaking" and [c.id for c in post.chats] == [peer.channel_id]
+        pusher.note(f"mtlab:channel:{peer.channel_id}", push.Logged(pts=pts).to_bytes())  # the same note again
         await g1.nothing()
         await g2.nothing()
 
