@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from mtlab.dbcli import add_db_commands
+from mtlab.mediacli import add_media_commands
 from mtlab.roles import add_roles_command
 from mtproto.tl import LAYER
 from mtproto.transport import TransportKind
@@ -131,6 +132,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
         return messages_report(duration=duration, clients=args.clients, users=args.users, as_json=args.json)
+    if args.what == "media":
+        from mtlab.bench.media import media_report
+
+        return media_report(size=(8 if args.quick else 30) * 1024 * 1024, as_json=args.json)
     print(f"unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
 
@@ -302,12 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure and print performance figures",
                            description="Benchmarks print figures next to a baseline measured in the same run.")
-    bench.add_argument("what", choices=["crypto", "messages"],
+    bench.add_argument("what", choices=["crypto", "messages", "media"],
                        help="crypto: IGE, message encryption, handshake cost; messages: private messages per second "
                        "through the message service (in-process, over internal RPC, through the gateway) next to "
-                       "pgbench doing the same writes, send latency p50/p99")
+                       "pgbench doing the same writes, send latency p50/p99; media: upload and download MB/s of a "
+                       "30 MiB file through the gateway next to raw IGE, peak RSS of the media service and gateway")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, for smoke tests); messages: "
-                       "3 s phases")
+                       "3 s phases; media: an 8 MiB file")
     bench.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                        help="messages: seconds each phase measures (default 10)")
     bench.add_argument("--clients", type=int, default=16, metavar="N",
@@ -320,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_commands(sub, add_data_dir)
     add_roles_command(sub)
     add_db_commands(sub, add_data_dir)
+    add_media_commands(sub, add_data_dir)
     return parser
 
 

@@ -68,7 +68,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mtlab import servers
 from mtlab.servers import ServerInfo
-from services.common.config import AuthConfig, GatewayConfig, MessagesConfig, UpdatesConfig, load
+from services.common.config import AuthConfig, GatewayConfig, MediaConfig, MessagesConfig, UpdatesConfig, load
 
 STATE_FILE = "supervisor.json"
 LOCK_FILE = "supervisor.lock"
@@ -207,11 +207,21 @@ SERVICES: tuple[Service, ...] = (
         ports=(Port("rpc_port", "internal RPC (the gateways connect here)"),
                Port("metrics_port", "HTTP /metrics and /healthz")),
         protocol="internal RPC", address_port="rpc_port",
+        # messages.sendMedia hands files to the media service (it reconnects until media is up)
+        env=lambda stack: {"MTLAB_MESSAGES_MEDIA_HOST": stack["media"].host,
+                           "MTLAB_MESSAGES_MEDIA_PORT": str(stack["media"].ports["rpc_port"])},
     ),
     # updates after messages, whose first start creates the shard map it reads.
     Service(
         name="updates", module="services.updates", prefix="UPDATES", config=UpdatesConfig,
         ports=(Port("rpc_port", "internal RPC (the gateways connect here)"),
+               Port("metrics_port", "HTTP /metrics and /healthz")),
+        protocol="internal RPC", address_port="rpc_port",
+    ),
+    # media after messages (either may migrate the main database first: the migrations take a lock).
+    Service(
+        name="media", module="services.media", prefix="MEDIA", config=MediaConfig,
+        ports=(Port("rpc_port", "internal RPC (the gateways and the message service connect here)"),
                Port("metrics_port", "HTTP /metrics and /healthz")),
         protocol="internal RPC", address_port="rpc_port",
     ),
@@ -227,9 +237,10 @@ SERVICES: tuple[Service, ...] = (
                            "MTLAB_GATEWAY_MESSAGES_HOST": stack["messages"].host,
                            "MTLAB_GATEWAY_MESSAGES_PORT": str(stack["messages"].ports["rpc_port"]),
                            "MTLAB_GATEWAY_UPDATES_HOST": stack["updates"].host,
-                           "MTLAB_GATEWAY_UPDATES_PORT": str(stack["updates"].ports["rpc_port"])},
+                           "MTLAB_GATEWAY_UPDATES_PORT": str(stack["updates"].ports["rpc_port"]),
+                           "MTLAB_GATEWAY_MEDIA_HOST": stack["media"].host,
+                           "MTLAB_GATEWAY_MEDIA_PORT": str(stack["media"].ports["rpc_port"])},
     ),
-    # Next: media.
 )
 
 

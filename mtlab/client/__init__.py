@@ -17,6 +17,7 @@ answers them. Used by the ``mtlab`` CLI, the end-to-end tests and the locust use
 
 - ``client``: ``Client`` (connections, tasks, waiting callers) and ``ClientStats``.
 - ``config``: ``ClientConfig``, server keys from PEM.
+- ``files``: uploads and downloads in parts (``files.upload``, ``files.download``, ``files.location``).
 - ``errors``: ``RpcError``, ``ConnectionLost``, ``BadMessageError``, ``SessionFileError``.
 - ``link``: one connection and the auth-key handshake over it.
 - ``session_file``: the auth key kept between runs (JSON, 0600, atomic writes).

@@ -48,6 +48,9 @@ class GatewayConfig:
     updates_host: str = _knob("", "the updates service's internal RPC address; empty: none (updates.getState falls "
                                   "back to the message service)")
     updates_port: int = _knob(4433, "the updates service's internal RPC port")
+    media_host: str = _knob("", "the media service's internal RPC address; empty: none (upload.* calls get 500 "
+                                "SERVICE_UNAVAILABLE)")
+    media_port: int = _knob(4434, "the media service's internal RPC port")
     calls_per_connection: int = _knob(64, "RPCs one connection may have waiting on services; beyond, reading pauses")
     rpc_timeout: float = _knob(30.0, "seconds a service may take to answer before the client gets 500 RPC_TIMEOUT")
     key_cache_size: int = _knob(100_000, "auth-key records cached in this process (LRU; kept fresh by keys.watch)")
@@ -117,6 +120,9 @@ class MessagesConfig:
                                        "the outbox sweeper delivers (what a crash between the two commits leaves)")
     crash_after_sends: int = _knob(0, "fault injection for labs and tests: the process exits (code 70) right after "
                                       "the Nth send commits, before delivering it; 0: never")
+    media_host: str = _knob("", "the media service's internal RPC address (messages.sendMedia stores files there); "
+                                "empty: none (sendMedia and uploadMedia get 500 SERVICE_UNAVAILABLE)")
+    media_port: int = _knob(4434, "the media service's internal RPC port")
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,44 @@ class UpdatesConfig:
     difference_limit: int = _knob(1000, "updates one getDifference answer carries at most (then a slice)")
     too_long: int = _knob(10_000, "a client this many pts behind gets differenceTooLong and reloads its chats")
     push_workers: int = _knob(4, "tasks reading the logs of users (and channels) whose notes came in, to push them")
+
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """The media and file service (services/media)."""
+
+    host: str = _knob("127.0.0.1", "address the internal RPC and metrics listeners bind")
+    rpc_port: int = _knob(4434, "internal RPC port the gateways and the message service connect to")
+    metrics_port: int = _knob(9434, "HTTP port of /metrics and /healthz")
+    data_dir: Path = _knob(Path(".mtlab"), "the stack's data directory (the supervisor sets it)")  # noqa: RUF009
+    dir: str = _knob("", "where blobs and staged parts live; empty: <data_dir>/media")
+    pool_size: int = _knob(5, "Postgres connections to the main database this process keeps at most")
+    txn_retries: int = _knob(5, "times a transaction is retried whole after a serialization failure or deadlock")
+    max_file_size: int = _knob(2000 * MIB, "largest file accepted, in bytes (Telegram's: 2000 MiB = 4000 parts of "
+                                           "512 KiB)")
+    max_parts: int = _knob(4000, "most parts one file may have (saveBigFilePart's file_total_parts)")
+    small_file_max: int = _knob(10 * MIB, "files above this must be uploaded with saveBigFilePart (the spec's 10 MB)")
+    quota_bytes: int = _knob(20 * 1024 * MIB, "bytes one user may have stored plus staged; beyond: 400 "
+                                              "MEDIA_QUOTA_EXCEEDED")
+    parts_in_flight: int = _knob(8000, "parts one user may have staged (uploaded, not yet in a message); beyond: "
+                                       "400 UPLOAD_PARTS_TOO_MANY")
+    upload_expiry: float = _knob(86400.0, "seconds an upload may sit unused before the sweeper deletes its parts")
+    sweep_interval: float = _knob(60.0, "seconds between sweeps of expired uploads and orphaned blobs")
+    orphan_grace: float = _knob(600.0, "seconds a blob file no row points at is kept before the sweeper deletes it "
+                                       "(an assembly may be about to commit it; a freed blob goes after this)")
+    dc_id: int = _knob(2, "the DC id documents and photos name (the gateway's MTLAB_GATEWAY_DC_ID: clients "
+                          "download where the file says it lives)")
+    photo_max_size: int = _knob(10 * MIB, "an uploaded photo larger than this is stored as a document, undecoded")
+    crash_at: str = _knob("", "fault injection for labs and tests: the process exits (code 70) during assembly, at "
+                              "'write' (half the blob written) or 'rename' (blob in place, metadata not committed)")
+
+    @property
+    def storage_dir(self) -> Path:
+        return Path(self.dir).expanduser() if self.dir else self.data_dir / "media"
 
 
 @dataclass(frozen=True)
@@ -229,6 +273,19 @@ def updates_config(env: Mapping[str, str] | None = None) -> UpdatesConfig:
     for name in ("pool_size", "difference_limit", "too_long"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"MTLAB_UPDATES_{name.upper()} must be positive")
+    return config
+
+
+def media_config(env: Mapping[str, str] | None = None) -> MediaConfig:
+    config: MediaConfig = load(MediaConfig, "MEDIA", env)
+    for name in ("pool_size", "max_file_size", "max_parts", "small_file_max", "quota_bytes", "parts_in_flight",
+                 "upload_expiry", "sweep_interval", "orphan_grace"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"MTLAB_MEDIA_{name.upper()} must be positive")
+    if config.txn_retries < 0:
+        raise ConfigError("MTLAB_MEDIA_TXN_RETRIES must not be negative")
+    if config.crash_at not in ("", "write", "rename"):
+        raise ConfigError(f"MTLAB_MEDIA_CRASH_AT={config.crash_at!r} is not write, rename or empty")
     return config
 
 

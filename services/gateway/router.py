@@ -111,7 +111,7 @@ NO_AUTH_NAMESPACES = ("auth.", "help.", "langpack.", "ping", "ping_delay_disconn
 
 #: Which service owns which methods: the updates service answers from the logs the message service writes.
 SERVICE_BY_NAMESPACE = {"auth": "auth", "account": "auth", "users": "auth", "help": "auth",
-                        "messages": "messages", "channels": "messages", "contacts": "messages"}
+                        "messages": "messages", "channels": "messages", "contacts": "messages", "upload": "media"}
 SERVICE_BY_METHOD = {"updates.getState": "updates", "updates.getDifference": "updates",
                      "updates.getChannelDifference": "updates",
                      # presence and typing are ephemeral: the updates service keeps them in Redis and relays them

@@ -586,6 +586,9 @@ async def main(config: GatewayConfig) -> None:
         if config.updates_host:
             services["updates"] = await stack.enter_async_context(
                 RpcClient("updates", config.updates_host, config.updates_port, stream_buffer=8192))
+        if config.media_host:
+            services["media"] = await stack.enter_async_context(
+                RpcClient("media", config.media_host, config.media_port))
         keys = AuthServiceKeyStore(auth, size=config.key_cache_size)
         gateway = Gateway.from_config(config, keys, router.Router(services, timeout=config.rpc_timeout))
         await _run(config, gateway, keys)

@@ -1,1 +1,1 @@
-"""The media and file service. Not built yet (issue #6)."""
+"""The media and file service: uploads in parts, content-addressed blobs, downloads by those who may (issue #6)."""

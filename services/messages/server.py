@@ -4,7 +4,8 @@
 ``MTLAB_REDIS_URL``; prepares the shard layout (``shard_db.prepare``: the map in the main database, every
 physical shard migrated; a no-op once done); then serves:
 
-- internal RPC (services/common/rpc.py) on ``rpc_port``: every method of ``handlers.METHODS``;
+- internal RPC (services/common/rpc.py) on ``rpc_port``: every method of ``METHODS``, and sendMedia/uploadMedia
+  (media.py), which call the media service at ``media_host``:``media_port``;
 - the outbox sweeper: every ``outbox_interval`` seconds, the cross-shard changes a request left behind
   (outbox.py);
 - ``/metrics`` and ``/healthz`` on ``metrics_port``: healthy while the main database and every physical shard
@@ -15,6 +16,7 @@ SIGINT/SIGTERM stop it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -30,8 +32,8 @@ from services.common.config import (
     messages_config,
     shard_config,
 )
-from services.common.service import rpc_server
-from services.messages import channels, contacts, groups, handlers, outbox
+from services.common.rpc import RpcClient, RpcServer
+from services.messages import channels, contacts, groups, handlers, media, outbox
 from services.messages.handlers import Messages
 from shard_db import Shards, prepare
 
@@ -67,9 +69,17 @@ async def main(config: MessagesConfig, shard_cfg: ShardConfig, data: DataConfig)
         async def healthy() -> bool:
             return await db.ping(main_pool) and await shards.healthy()
 
-        await service.serve("messages", rpc_server("messages", deps, METHODS, log), host=config.host,
-                            rpc_port=config.rpc_port, metrics_port=config.metrics_port, healthy=healthy,
-                            background=[lambda: sweeper(deps, config.outbox_interval, config.outbox_batch)], log=log)
+        async with contextlib.AsyncExitStack() as clients:
+            # messages.sendMedia/uploadMedia (media.py) hand files to the media service over internal RPC.
+            media_client = None if not config.media_host else await clients.enter_async_context(
+                RpcClient("media", config.media_host, config.media_port))
+            server = RpcServer("messages", service.rpc_handlers("messages", deps, METHODS, log)
+                               | service.rpc_handlers("messages", media.MediaLink(deps, media_client), media.METHODS,
+                                                      log))
+            await service.serve("messages", server, host=config.host, rpc_port=config.rpc_port,
+                                metrics_port=config.metrics_port, healthy=healthy,
+                                background=[lambda: sweeper(deps, config.outbox_interval, config.outbox_batch)],
+                                log=log)
     finally:
         with anyio.CancelScope(shield=True):
             await shards.close()

@@ -47,13 +47,15 @@ def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
     # A developer's configured servers or gateway knobs must not leak into these stacks.
     env = {k: v for k, v in os.environ.items()
            if k not in (servers.POSTGRES_ENV, servers.REDIS_ENV, servers.POSTGRES_OS_USER_ENV)
-           and not k.startswith(("MTLAB_GATEWAY_", "MTLAB_AUTH_", "MTLAB_MESSAGES_", "MTLAB_SHARD_", "MTLAB_UPDATES_"))}
+           and not k.startswith(("MTLAB_GATEWAY_", "MTLAB_AUTH_", "MTLAB_MESSAGES_", "MTLAB_SHARD_", "MTLAB_UPDATES_",
+                                    "MTLAB_MEDIA_"))}
     # The auth service's ports and the gateway's WebSocket port: 0 lets the supervisor (or the gateway) pick free
     # ones (stacks of parallel tests never collide).
     return env | {servers.DATA_DIR_ENV: str(data_dir), "MTLAB_GATEWAY_SHUTDOWN_GRACE": "2",
                   "MTLAB_AUTH_RPC_PORT": "0", "MTLAB_AUTH_METRICS_PORT": "0", "MTLAB_GATEWAY_WS_PORT": "0",
                   "MTLAB_MESSAGES_RPC_PORT": "0", "MTLAB_MESSAGES_METRICS_PORT": "0",
                   "MTLAB_UPDATES_RPC_PORT": "0", "MTLAB_UPDATES_METRICS_PORT": "0",
+                  "MTLAB_MEDIA_RPC_PORT": "0", "MTLAB_MEDIA_METRICS_PORT": "0",
                   # Fewer shard databases than a laptop's default: each stack of the suite makes its own.
                   "MTLAB_SHARD_LOGICAL": "8", "MTLAB_SHARD_PHYSICAL": "2"} | extra
 

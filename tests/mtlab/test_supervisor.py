@@ -76,7 +76,7 @@ def test_detached_up_reports_every_endpoint_healthy(stack: Stack) -> None:
     assert code == 0, report
     assert report["running"] and report["healthy"] and report["supervisor"]["detached"]
     by_name = {e["name"]: e for e in report["endpoints"]}
-    assert set(by_name) == {"auth", "messages", "updates", "gateway", "postgres", "redis"}
+    assert set(by_name) == {"auth", "messages", "updates", "media", "gateway", "postgres", "redis"}
     assert all(e["healthy"] and e["status"] == "healthy" for e in by_name.values())
     gateway = by_name["gateway"]
     assert gateway["address"] == f"127.0.0.1:{stack.port}"

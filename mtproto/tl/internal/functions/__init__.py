@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
-from mtproto.tl.internal.functions import keys, lab, push
+from mtproto.tl.internal.functions import keys, lab, media, push
 
 __all__ = [
     "keys",
     "lab",
+    "media",
     "push",
 ]

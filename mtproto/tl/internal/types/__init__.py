@@ -4,10 +4,11 @@
 
 from __future__ import annotations
 
-from mtproto.tl.internal.types import keys, push, rpc
+from mtproto.tl.internal.types import keys, media, push, rpc
 
 __all__ = [
     "keys",
+    "media",
     "push",
     "rpc",
 ]

@@ -1,0 +1,350 @@
+"""One function per RPC method the media service answers (core.telegram.org/api/files).
+
+- ``upload.saveFilePart`` / ``upload.saveBigFilePart``: stage one part of an upload, after every rule and limit
+  that can be checked before the bytes touch the disk (``save_part``).
+- ``media.attach`` (internal, from the message service): turn an InputMedia into the MessageMedia of a message;
+  an uploaded file is assembled here (``assembly.py``) and its readers recorded.
+- ``upload.getFile`` / ``upload.getFileHashes``: read a stored file, by whoever may (``locate``).
+
+Upload rules (the spec's, with its error names, all 400):
+
+- a part is 1 byte to 512 KiB (FILE_PART_EMPTY, FILE_PART_TOO_BIG); every part but the last has the same size,
+  divisible by 1024 and dividing 512 KiB (FILE_PART_SIZE_INVALID; a size that differs from the other parts':
+  FILE_PART_SIZE_CHANGED); the last part may be smaller;
+- a file over 10 MB (``small_file_max``) must use saveBigFilePart, whose file_total_parts stays the same for every
+  part and is at most ``max_parts`` (FILE_PARTS_INVALID); a part number outside the file is FILE_PART_INVALID;
+- parts may come in any order, concurrently, and again (the newest copy wins).
+
+Parts arrive in any order, so "every part but the last" is checked as the parts show it: the upload row keeps the
+part size once a part is known not to be the last (a part below the highest number seen, or the previous highest
+when a higher one arrives), and the size of the highest part, which may not exceed it.
+
+Access (``locate``): a file is read by its uploader and by its readers (the users a message carrying it was sent
+to). Anyone else, a wrong access_hash, a wrong kind of location and a file that does not exist all get the same
+400 FILE_ID_INVALID, so a probe learns nothing. A reader with a file_reference that is not the file's current one
+gets 400 FILE_REFERENCE_EXPIRED (core.telegram.org/api/file_reference: refetch the message for a fresh one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio
+from prometheus_client import Counter
+
+from mtproto.tl import api
+from mtproto.tl.internal.functions import media as media_fn
+from mtproto.tl.internal.types import media as media_types
+from mtproto.tl.internal.types import rpc
+from mtproto.tl.runtime import Reader, TLDecodeError, TLFunction
+from services.common import db
+from services.common.config import MediaConfig
+from services.common.rpc import RpcError
+from services.common.service import Result
+from services.media import assembly, store
+from services.media.blobs import LocalBlobs
+from services.media.store import DOCUMENT, PHOTO, FileRow, SizeRow, UploadRow
+
+log = logging.getLogger("mtlab.media")
+T = TypeVar("T")
+
+PART_MAX = 512 * 1024  # the largest part, and what every part size must divide
+WINDOW = 1024 * 1024  # getFile never crosses a 1 MiB boundary
+HASH_CHUNK = 128 * 1024  # getFileHashes: one SHA-256 per 128 KiB (the CDN's chunk size)
+MAX_READERS = 200_000  # readers one attach may name (a big group's members)
+MAX_NAME = 255
+
+RECEIVED = Counter("mtlab_media_received_bytes_total", "Part bytes accepted (staged)")
+SENT = Counter("mtlab_media_sent_bytes_total", "File bytes sent by upload.getFile")
+PARTS = Counter("mtlab_media_parts_total", "Parts received, by method and outcome (ok or the error name)",
+                ["method", "outcome"])
+
+
+@dataclass
+class Media:
+    """What the handlers need, injected by server.py (and by the tests, with their own clock)."""
+
+    config: MediaConfig
+    pool: db.Pool
+    blobs: LocalBlobs
+    clock: Callable[[], float] = field(default=time.time)
+
+    async def txn(self, name: str, fn: Callable[[db.Connection], Awaitable[T]]) -> T:
+        return await db.run_txn(self.pool, f"media.{name}", fn, retries=self.config.txn_retries)
+
+
+def _me(ctx: rpc.Context) -> int:
+    if ctx.user_id is None:
+        raise RpcError(401, "AUTH_KEY_UNREGISTERED")
+    return ctx.user_id
+
+
+def _full_size(size: int) -> bool:
+    """A size every part but the last may have: divisible by 1 KiB and dividing 512 KiB."""
+    return size % 1024 == 0 and PART_MAX % size == 0
+
+
+# -- upload.saveFilePart / saveBigFilePart ------------------------------------------------------------------
+
+
+def check_sizes(u: UploadRow, number: int, size: int) -> None:
+    """Fit part ``number`` of ``size`` bytes into what ``u`` knows of the part sizes (updating it), or raise."""
+
+    def not_last(s: int) -> None:
+        if not _full_size(s):
+            raise RpcError(400, "FILE_PART_SIZE_INVALID")
+        if u.part_size is None:
+            u.part_size = s
+        elif s != u.part_size:
+            raise RpcError(400, "FILE_PART_SIZE_CHANGED")
+
+    known_not_last = number < u.total_parts - 1 if u.big and u.total_parts is not None else number < u.last_part
+    if known_not_last:
+        not_last(size)
+    elif not u.big and number > u.last_part >= 0:
+        not_last(u.last_size)  # the previous highest part was not the last after all
+    if number > u.last_part:
+        u.last_part, u.last_size = number, size
+    elif number == u.last_part:
+        u.last_size = size
+    if u.part_size is not None and u.last_size > u.part_size:
+        raise RpcError(400, "FILE_PART_SIZE_CHANGED")
+
+
+async def save_part(deps: Media, me: int, file_id: int, number: int, data: bytes, total: int | None) -> bool:
+    cfg = deps.config
+    size, big = len(data), total is not None
+    if number < 0:
+        raise RpcError(400, "FILE_PART_INVALID")
+    if size == 0:
+        raise RpcError(400, "FILE_PART_EMPTY")
+    if size > PART_MAX:
+        raise RpcError(400, "FILE_PART_TOO_BIG")
+    if total is not None:
+        if not 0 < total <= cfg.max_parts:
+            raise RpcError(400, "FILE_PARTS_INVALID")
+        if number >= total:
+            raise RpcError(400, "FILE_PART_INVALID")
+        if number < total - 1 and (total - 1) * size + 1 > cfg.max_file_size:
+            raise RpcError(400, "FILE_PARTS_INVALID")  # the file would be larger than allowed
+    else:
+        if number >= cfg.max_parts:
+            raise RpcError(400, "FILE_PART_INVALID")
+        # Whether this part is the last or not, the file is at least (number + 1) * size bytes.
+        if (number + 1) * size > min(cfg.small_file_max, cfg.max_file_size):
+            raise RpcError(400, "FILE_PARTS_INVALID")  # a file this big must use saveBigFilePart
+    token = secrets.randbits(63)
+    now = deps.clock()
+
+    async def txn(con: db.Connection) -> int | None:
+        u = await store.create_upload(con, me, file_id, big, total, now)
+        if u.assembled_id is not None or u.big != big or u.total_parts != total:
+            raise RpcError(400, "FILE_PARTS_INVALID")  # a file_id reused, or the kind or part count changed
+        old = await store.part(con, me, file_id, number)
+        check_sizes(u, number, size)
+        stored, staged, in_flight = await store.usage(con, me)
+        grown = size - (old.size if old else 0)
+        if stored + staged + grown > cfg.quota_bytes:
+            raise RpcError(400, "MEDIA_QUOTA_EXCEEDED")
+        if old is None and in_flight + 1 > cfg.parts_in_flight:
+            raise RpcError(400, "UPLOAD_PARTS_TOO_MANY")
+        u.bytes += grown
+        u.parts += 0 if old else 1
+        await store.put_part(con, me, file_id, store.PartRow(number, size, token))
+        await store.save_upload(con, u, now)
+        return old.token if old else None
+
+    # The limits are checked (and the part recorded) before a byte is written: a refused part costs no disk.
+    previous = await deps.txn("save_part", txn)
+    await anyio.to_thread.run_sync(deps.blobs.write_part, me, file_id, number, token, data)
+    if previous is not None:
+        await anyio.to_thread.run_sync(deps.blobs.drop_part, me, file_id, number, previous)
+    RECEIVED.inc(size)
+    return True
+
+
+async def _counted(method: str, work: Awaitable[bool]) -> bool:
+    try:
+        result = await work
+    except RpcError as exc:
+        PARTS.labels(method, exc.message).inc()
+        log.info("%s refused: %s", method, exc.message)
+        raise
+    PARTS.labels(method, "ok").inc()
+    return result
+
+
+async def save_file_part(deps: Media, ctx: rpc.Context, q: api.functions.upload.SaveFilePart) -> bool:
+    return await _counted("saveFilePart", save_part(deps, _me(ctx), q.file_id, q.file_part, q.bytes, None))
+
+
+async def save_big_file_part(deps: Media, ctx: rpc.Context, q: api.functions.upload.SaveBigFilePart) -> bool:
+    return await _counted("saveBigFilePart",
+                          save_part(deps, _me(ctx), q.file_id, q.file_part, q.bytes, q.file_total_parts))
+
+
+# -- media.attach -------------------------------------------------------------------------------------------
+
+
+def render(deps: Media, f: FileRow, sizes: list[SizeRow]) -> api.types.TypeMessageMedia:
+    """The MessageMedia a message carrying ``f`` shows (documents and photos of layer 229)."""
+    if f.kind == PHOTO:
+        photo_sizes: list[api.types.TypePhotoSize] = [api.types.PhotoSize(type=s.type, w=s.w, h=s.h, size=s.size)
+                                                      for s in sizes]
+        return api.types.MessageMediaPhoto(photo=api.types.Photo(
+            id=f.id, access_hash=f.access_hash, file_reference=f.file_reference, date=f.date, sizes=photo_sizes,
+            dc_id=deps.config.dc_id))
+    return api.types.MessageMediaDocument(document=api.types.Document(
+        id=f.id, access_hash=f.access_hash, file_reference=f.file_reference, date=f.date, mime_type=f.mime_type,
+        size=f.size, dc_id=deps.config.dc_id, attributes=assembly.decode_attributes(f.attributes)))
+
+
+async def _existing(deps: Media, me: int, kind: int, ref: Any, readers: Iterable[int]) -> FileRow:
+    """A stored file sent again (inputMediaDocument / inputMediaPhoto): the caller must be able to read it."""
+    if not isinstance(ref, (api.types.InputDocument, api.types.InputPhoto)):
+        raise RpcError(400, "MEDIA_EMPTY")
+
+    async def txn(con: db.Connection) -> FileRow:
+        f = await store.readable(con, ref.id, me)
+        if f is None or f.kind != kind or f.access_hash != ref.access_hash:
+            raise RpcError(400, "MEDIA_INVALID")
+        if f.file_reference != ref.file_reference:
+            raise RpcError(400, "FILE_REFERENCE_EXPIRED")
+        await store.add_readers(con, f.id, readers)
+        return f
+
+    return await deps.txn("attach_existing", txn)
+
+
+async def attach(deps: Media, ctx: rpc.Context, q: media_fn.Attach) -> media_types.Attached:
+    me = _me(ctx)
+    if len(q.readers) > MAX_READERS:
+        raise RpcError(400, "MEDIA_INVALID")
+    try:
+        media = Reader(q.media).read_object()
+    except TLDecodeError:
+        raise RpcError(400, "MEDIA_INVALID") from None
+    readers = [r for r in q.readers if r != me]
+    if isinstance(media, api.types.InputMediaUploadedDocument):
+        if len(media.mime_type) > MAX_NAME:
+            raise RpcError(400, "MEDIA_INVALID")
+        f = await assembly.store_upload(deps, me, media.file, readers, photo=False, mime_type=media.mime_type,
+                                        attributes=list(media.attributes))
+    elif isinstance(media, api.types.InputMediaUploadedPhoto):
+        f = await assembly.store_upload(deps, me, media.file, readers, photo=True)
+    elif isinstance(media, api.types.InputMediaDocument):
+        f = await _existing(deps, me, DOCUMENT, media.id, readers)
+    elif isinstance(media, api.types.InputMediaPhoto):
+        f = await _existing(deps, me, PHOTO, media.id, readers)
+    else:
+        raise RpcError(400, "MEDIA_INVALID")
+    sizes = await deps.txn("attach_sizes", lambda con: store.sizes(con, f.id)) if f.kind == PHOTO else []
+    return media_types.Attached(media=render(deps, f, sizes).to_bytes())
+
+
+# -- upload.getFile / getFileHashes -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Located:
+    file: FileRow
+    sha256: bytes
+    size: int
+    mime_type: str
+
+
+async def locate(deps: Media, me: int, location: api.types.TypeInputFileLocation) -> Located:
+    """The bytes a location names, if ``me`` may read them (see the module docstring for the errors)."""
+    if isinstance(location, api.types.InputDocumentFileLocation):
+        kind = DOCUMENT
+    elif isinstance(location, api.types.InputPhotoFileLocation):
+        kind = PHOTO
+    else:
+        raise RpcError(400, "LOCATION_INVALID")
+
+    async def txn(con: db.Connection) -> tuple[FileRow | None, list[SizeRow]]:
+        f = await store.readable(con, location.id, me)
+        return f, (await store.sizes(con, location.id) if f is not None and f.kind == PHOTO else [])
+
+    f, sizes = await deps.txn("locate", txn)
+    if f is None or f.kind != kind or f.access_hash != location.access_hash:
+        raise RpcError(400, "FILE_ID_INVALID")
+    if f.file_reference != location.file_reference:
+        raise RpcError(400, "FILE_REFERENCE_EXPIRED")
+    if kind == DOCUMENT:
+        if location.thumb_size:
+            raise RpcError(400, "LOCATION_INVALID")  # documents get no thumbnails here
+        return Located(f, f.sha256, f.size, f.mime_type)
+    wanted = location.thumb_size or (sizes[-1].type if sizes else "")
+    size = next((s for s in sizes if s.type == wanted), None)
+    if size is None:
+        raise RpcError(400, "LOCATION_INVALID")
+    mime = f.mime_type if size.sha256 == f.sha256 else "image/jpeg"  # thumbnails are JPEG
+    return Located(f, size.sha256, size.size, mime)
+
+
+FILE_TYPES: dict[str, api.types.storage.TypeFileType] = {
+    "image/jpeg": api.types.storage.FileJpeg(), "image/png": api.types.storage.FilePng(),
+    "image/gif": api.types.storage.FileGif(), "image/webp": api.types.storage.FileWebp(),
+    "application/pdf": api.types.storage.FilePdf(), "audio/mpeg": api.types.storage.FileMp3(),
+    "video/mp4": api.types.storage.FileMp4(), "video/quicktime": api.types.storage.FileMov(),
+}
+
+
+def check_window(offset: int, limit: int, precise: bool) -> None:
+    """upload.getFile's rules: offset and limit multiples of 4 KiB (1 KiB when ``precise``), limit at most 1 MiB
+    and (unless precise) dividing 1 MiB, and the request inside one 1 MiB window."""
+    align = 1024 if precise else 4096
+    if offset < 0 or offset % align:
+        raise RpcError(400, "OFFSET_INVALID")
+    if limit <= 0 or limit > WINDOW or limit % align or (not precise and WINDOW % limit):
+        raise RpcError(400, "LIMIT_INVALID")
+    if offset // WINDOW != (offset + limit - 1) // WINDOW:
+        raise RpcError(400, "LIMIT_INVALID")
+
+
+async def get_file(deps: Media, ctx: rpc.Context, q: api.functions.upload.GetFile) -> api.types.upload.File:
+    me = _me(ctx)
+    check_window(q.offset, q.limit, bool(q.precise))
+    found = await locate(deps, me, q.location)
+    data = b""
+    if q.offset < found.size:
+        data = await anyio.to_thread.run_sync(deps.blobs.read, found.sha256, q.offset, q.limit)
+    SENT.inc(len(data))
+    kind = FILE_TYPES.get(found.mime_type, api.types.storage.FileUnknown()) if q.offset == 0 else \
+        api.types.storage.FilePartial()
+    return api.types.upload.File(type=kind, mtime=found.file.date, bytes=data)
+
+
+async def get_file_hashes(deps: Media, ctx: rpc.Context,
+                          q: api.functions.upload.GetFileHashes) -> list[api.types.FileHash]:
+    """SHA-256 of each 128 KiB chunk of the 1 MiB window from ``offset`` (rounded down to a chunk)."""
+    me = _me(ctx)
+    if q.offset < 0:
+        raise RpcError(400, "OFFSET_INVALID")
+    found = await locate(deps, me, q.location)
+    start = q.offset - q.offset % HASH_CHUNK
+    if start >= found.size:
+        return []
+    window = await anyio.to_thread.run_sync(deps.blobs.read, found.sha256, start, WINDOW)
+    return [api.types.FileHash(offset=start + i, limit=len(window[i:i + HASH_CHUNK]),
+                               hash=hashlib.sha256(window[i:i + HASH_CHUNK]).digest())
+            for i in range(0, len(window), HASH_CHUNK)]
+
+
+Method = Callable[[Media, rpc.Context, Any], Awaitable[Result]]
+
+#: The methods this service answers, by the TL function class whose bytes arrive.
+METHODS: dict[type[TLFunction[Any]], Method] = {
+    api.functions.upload.SaveFilePart: save_file_part,
+    api.functions.upload.SaveBigFilePart: save_big_file_part,
+    api.functions.upload.GetFile: get_file,
+    api.functions.upload.GetFileHashes: get_file_hashes,
+    media_fn.Attach: attach,
+}

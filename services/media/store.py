@@ -1,0 +1,219 @@
+"""The media service's SQL, on the main database (tables in shard_db/migrations/main/005_media.sql).
+
+Every function takes a connection inside a transaction the caller opened (``Media.txn``); none commits. The
+upload row is the lock that orders the parts of one upload: ``upload_for_update`` takes it ``FOR UPDATE``, so two
+parts of the same file arriving at once are checked one after the other, while other uploads go on in parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.common.db import Connection
+
+DOCUMENT = 1
+PHOTO = 2
+
+
+@dataclass
+class UploadRow:
+    owner_id: int
+    file_id: int
+    big: bool
+    total_parts: int | None
+    part_size: int | None
+    last_part: int
+    last_size: int
+    parts: int
+    bytes: int
+    assembled_id: int | None
+
+
+@dataclass(frozen=True)
+class PartRow:
+    part: int
+    size: int
+    token: int
+
+
+@dataclass(frozen=True)
+class FileRow:
+    id: int
+    access_hash: int
+    file_reference: bytes
+    owner_id: int
+    kind: int
+    sha256: bytes
+    size: int
+    mime_type: str
+    name: str
+    attributes: bytes | None
+    date: int
+
+
+@dataclass(frozen=True)
+class SizeRow:
+    type: str
+    w: int
+    h: int
+    sha256: bytes
+    size: int
+
+
+def _upload(r: asyncpg.Record) -> UploadRow:
+    return UploadRow(r["owner_id"], r["file_id"], r["big"], r["total_parts"], r["part_size"], r["last_part"],
+                     r["last_size"], r["parts"], r["bytes"], r["assembled_id"])
+
+
+def _file(r: asyncpg.Record) -> FileRow:
+    attributes = bytes(r["attributes"]) if r["attributes"] is not None else None
+    return FileRow(r["id"], r["access_hash"], bytes(r["file_reference"]), r["owner_id"], r["kind"],
+                   bytes(r["sha256"]), r["size"], r["mime_type"], r["name"], attributes, r["date"])
+
+
+# -- uploads ------------------------------------------------------------------------------------------------
+
+
+async def upload_for_update(con: Connection, owner: int, file_id: int) -> UploadRow | None:
+    r = await con.fetchrow("SELECT * FROM media_uploads WHERE owner_id = $1 AND file_id = $2 FOR UPDATE", owner,
+                           file_id)
+    return _upload(r) if r is not None else None
+
+
+async def create_upload(con: Connection, owner: int, file_id: int, big: bool, total: int | None,
+                        now: float) -> UploadRow:
+    """The upload row, created if missing (two first parts at once: one creates it, the other finds it), locked."""
+    await con.execute(
+        "INSERT INTO media_uploads (owner_id, file_id, big, total_parts, touched_at) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT DO NOTHING", owner, file_id, big, total, now)
+    row = await upload_for_update(con, owner, file_id)
+    if row is None:  # deleted between the two statements (the sweeper): the caller's retry creates it again
+        raise asyncpg.SerializationError("upload vanished")
+    return row
+
+
+async def save_upload(con: Connection, u: UploadRow, now: float) -> None:
+    await con.execute(
+        "UPDATE media_uploads SET part_size = $3, last_part = $4, last_size = $5, parts = $6, bytes = $7, "
+        "touched_at = $8 WHERE owner_id = $1 AND file_id = $2",
+        u.owner_id, u.file_id, u.part_size, u.last_part, u.last_size, u.parts, u.bytes, now)
+
+
+async def part(con: Connection, owner: int, file_id: int, number: int) -> PartRow | None:
+    r = await con.fetchrow("SELECT part, size, token FROM media_upload_parts WHERE owner_id = $1 AND file_id = $2 "
+                           "AND part = $3", owner, file_id, number)
+    return PartRow(r["part"], r["size"], r["token"]) if r is not None else None
+
+
+async def put_part(con: Connection, owner: int, file_id: int, p: PartRow) -> None:
+    await con.execute(
+        "INSERT INTO media_upload_parts (owner_id, file_id, part, size, token) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (owner_id, file_id, part) DO UPDATE SET size = excluded.size, token = excluded.token",
+        owner, file_id, p.part, p.size, p.token)
+
+
+async def parts(con: Connection, owner: int, file_id: int) -> list[PartRow]:
+    rows = await con.fetch("SELECT part, size, token FROM media_upload_parts WHERE owner_id = $1 AND file_id = $2 "
+                           "ORDER BY part", owner, file_id)
+    return [PartRow(r["part"], r["size"], r["token"]) for r in rows]
+
+
+async def usage(con: Connection, owner: int) -> tuple[int, int, int]:
+    """(bytes stored, bytes staged, parts staged) of one user: what the quotas count."""
+    r = await con.fetchrow(
+        "SELECT (SELECT coalesce(sum(size), 0) FROM media_files WHERE owner_id = $1) AS stored, "
+        "       coalesce(sum(bytes), 0) AS staged, coalesce(sum(parts), 0) AS parts "
+        "FROM media_uploads WHERE owner_id = $1", owner)
+    if r is None:  # an aggregate always returns a row; this is for the type checker
+        return 0, 0, 0
+    return int(r["stored"]), int(r["staged"]), int(r["parts"])
+
+
+async def mark_assembled(con: Connection, owner: int, file_id: int, assembled_id: int, now: float) -> None:
+    """The upload became file ``assembled_id``: its parts are no longer staged (nor counted)."""
+    await con.execute("DELETE FROM media_upload_parts WHERE owner_id = $1 AND file_id = $2", owner, file_id)
+    await con.execute("UPDATE media_uploads SET assembled_id = $3, parts = 0, bytes = 0, touched_at = $4 "
+                      "WHERE owner_id = $1 AND file_id = $2", owner, file_id, assembled_id, now)
+
+
+async def expired_uploads(con: Connection, before: float, limit: int) -> list[tuple[int, int]]:
+    """Delete uploads untouched since ``before``; their (owner, file_id), for the staged files to go too."""
+    rows = await con.fetch(
+        "DELETE FROM media_uploads WHERE (owner_id, file_id) IN (SELECT owner_id, file_id FROM media_uploads "
+        "WHERE touched_at < $1 ORDER BY touched_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING owner_id, file_id",
+        before, limit)
+    return [(r["owner_id"], r["file_id"]) for r in rows]
+
+
+async def upload_exists(con: Connection, owner: int, file_id: int) -> bool:
+    return bool(await con.fetchval("SELECT EXISTS (SELECT 1 FROM media_uploads WHERE owner_id = $1 AND file_id = $2)",
+                                   owner, file_id))
+
+
+# -- blobs and files ----------------------------------------------------------------------------------------
+
+
+async def add_blob_ref(con: Connection, sha256: bytes, size: int) -> None:
+    await con.execute("INSERT INTO media_blobs (sha256, size, refs) VALUES ($1, $2, 1) "
+                      "ON CONFLICT (sha256) DO UPDATE SET refs = media_blobs.refs + 1", sha256, size)
+
+
+async def insert_file(con: Connection, f: FileRow) -> None:
+    await con.execute(
+        "INSERT INTO media_files (id, access_hash, file_reference, owner_id, kind, sha256, size, mime_type, name, "
+        "attributes, date) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        f.id, f.access_hash, f.file_reference, f.owner_id, f.kind, f.sha256, f.size, f.mime_type, f.name,
+        f.attributes, f.date)
+
+
+async def insert_size(con: Connection, file_id: int, s: SizeRow) -> None:
+    await con.execute("INSERT INTO media_photo_sizes (file_id, type, w, h, sha256, size) VALUES ($1, $2, $3, $4, $5, "
+                      "$6)", file_id, s.type, s.w, s.h, s.sha256, s.size)
+
+
+async def file(con: Connection, file_id: int) -> FileRow | None:
+    r = await con.fetchrow("SELECT * FROM media_files WHERE id = $1", file_id)
+    return _file(r) if r is not None else None
+
+
+async def readable(con: Connection, file_id: int, user_id: int) -> FileRow | None:
+    """The file, when ``user_id`` may read it (its uploader, or a reader); None when it does not exist or they
+    may not: the caller answers both the same way."""
+    r = await con.fetchrow(
+        "SELECT f.* FROM media_files f WHERE f.id = $1 AND (f.owner_id = $2 OR EXISTS "
+        "(SELECT 1 FROM media_readers r WHERE r.file_id = f.id AND r.user_id = $2))", file_id, user_id)
+    return _file(r) if r is not None else None
+
+
+async def sizes(con: Connection, file_id: int) -> list[SizeRow]:
+    rows = await con.fetch("SELECT type, w, h, sha256, size FROM media_photo_sizes WHERE file_id = $1 ORDER BY size",
+                           file_id)
+    return [SizeRow(r["type"], r["w"], r["h"], bytes(r["sha256"]), r["size"]) for r in rows]
+
+
+async def add_readers(con: Connection, file_id: int, users: Iterable[int]) -> None:
+    await con.executemany("INSERT INTO media_readers (file_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                          [(file_id, u) for u in sorted(set(users))])
+
+
+async def release_file(con: Connection, file_id: int) -> list[bytes]:
+    """Delete a file and its sizes, dropping one reference from each blob; the blobs now unreferenced (whose rows
+    are deleted here: the caller deletes their bytes after the commit)."""
+    shas = [bytes(r["sha256"]) for r in await con.fetch(
+        "SELECT sha256 FROM media_photo_sizes WHERE file_id = $1 UNION ALL SELECT sha256 FROM media_files "
+        "WHERE id = $1", file_id)]
+    await con.execute("DELETE FROM media_files WHERE id = $1", file_id)  # sizes and readers cascade
+    freed = []
+    for sha in shas:
+        refs = await con.fetchval("UPDATE media_blobs SET refs = refs - 1 WHERE sha256 = $1 RETURNING refs", sha)
+        if refs == 0:
+            await con.execute("DELETE FROM media_blobs WHERE sha256 = $1", sha)
+            freed.append(sha)
+    return freed
+
+
+async def blob_known(con: Connection, sha256: bytes) -> bool:
+    return bool(await con.fetchval("SELECT EXISTS (SELECT 1 FROM media_blobs WHERE sha256 = $1)", sha256))
