@@ -9,18 +9,18 @@ whoever wrote to you). ``/to`` picks who plain lines go to; ``/history``, ``/edi
 ``/search`` work on the message box. Message ids are the reader's own: each side of a private chat numbers its copies
 itself, so ``/history`` shows the ids ``/edit`` and ``/delete`` take.
 
-Incoming messages are polled, until the updates service pushes them (issue #5): every ``--poll`` seconds
-``updates.getState``; when its pts moved (pts counts the changes to this user's box, core.telegram.org/api/updates),
-``messages.getDialogs`` names the chats whose top message is newer than what this session has looked at, and
-``messages.getHistory(min_id=...)`` brings the new messages. Incoming ones print as ``[Name] text``; your own, sent
-here or from another device, do not.
+Incoming messages arrive live: the updates service pushes them, and the SDK's ordered stream
+(``Client.ordered_updates``: pts order, gaps filled with updates.getDifference, core.telegram.org/api/updates) hands
+each one over once. Incoming ones print as ``[Name] text`` (``[Name in Title] text`` in a group or a channel, or
+``[Title] text`` for a post without an author); your own, sent here or from another device, do not.
 
 It needs no terminal: lines come from stdin as they would from a pipe, read by a thread of their own while the
-poller runs, and the end of input ends the session like ``/quit``.
+receiver runs, and the end of input ends the session like ``/quit``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -32,7 +32,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from mtlab.client import Client, ClientError, RpcError, TransportKind
+from mtlab.client import Client, ClientError, Reset, RpcError, TransportKind, Update
 from mtlab.demo import (
     CALL_TIMEOUT,
     GET_DIALOGS,
@@ -84,7 +84,7 @@ class ChatOptions:
     transport: TransportKind
     obfuscated: bool
     websocket: bool = False  # over the gateway's WebSocket port (obfuscated is then required)
-    poll: float = 1.0  # seconds between two looks for new messages; 0: never look
+    poll: float = 1.0  # 0: do not show incoming messages; any other value: show them as they arrive
 
 
 class Console:
@@ -153,16 +153,14 @@ class Console:
 
 
 class Chat:
-    """One signed-in session: who you are, who plain lines go to, the users answers have shown (each with the
-    access hash a query naming them needs), and how far the poller has looked into each chat."""
+    """One signed-in session: who you are, who plain lines go to, and the users answers have shown (each with the
+    access hash a query naming them needs)."""
 
     def __init__(self, client: Client, console: Console, me: api.types.User) -> None:
         self.client, self.console, self.me = client, console, me
         self.users: dict[int, api.types.User] = {me.id: me}
         self.phones: dict[int, str] = {}  # user id -> number, as contacts.* show it (other answers leave it out)
         self.peer: api.types.User | None = None
-        self.seen: dict[int, int] = {}  # peer user id -> the newest message id of that chat looked at
-        self.pts: int | None = None  # updates.getState's pts when the poller last looked
         self.failure: ClientError | None = None  # why the session ended, if the connection did it
 
     async def call(self, query: Any) -> Any:
@@ -199,11 +197,12 @@ class Chat:
 
     # -- the loop -------------------------------------------------------------------------------------------
 
-    async def run(self, poll: float) -> None:
-        """Read lines until /quit or the end of input, polling meanwhile; raises what ended the connection."""
+    async def run(self, live: bool) -> None:
+        """Read lines until /quit or the end of input, showing what arrives meanwhile (``live``); raises what ended
+        the connection."""
         async with anyio.create_task_group() as tg:
-            if poll > 0:
-                tg.start_soon(self._poll, poll, tg.cancel_scope)
+            if live:
+                tg.start_soon(self._receive, tg.cancel_scope)
             while (line := await self.console.ask("> ")) is not None and line != "/quit":
                 if line:
                     try:
@@ -242,51 +241,43 @@ class Chat:
 
     # -- incoming messages ----------------------------------------------------------------------------------
 
-    async def look(self) -> None:
-        """Print the messages that arrived since the last look. The first look only notes where each chat is."""
-        state = await self.call(api.functions.updates.GetState())
-        if state.pts == self.pts:
+    async def show(self, event: Update | Reset) -> None:
+        """One event of the ordered stream: an incoming message printed, a reset said."""
+        if isinstance(event, Reset):
+            what = "your chats" if event.channel_id is None else f"channel {event.channel_id}"
+            self.console.notice(f"(too much happened in {what} to replay it: /dialogs and /history show where it "
+                                "stands)")
             return
-        found = await self.call(GET_DIALOGS)
-        self.learn(found.users)
-        for d in reversed(found.dialogs):  # the oldest first: what arrived prints in the order it came
-            if not isinstance(d, api.types.Dialog) or not isinstance(d.peer, api.types.PeerUser):
-                continue
-            peer_id = d.peer.user_id
-            if self.pts is None:
-                self.seen[peer_id] = d.top_message
-                continue
-            # A chat this session never looked at (a new one, or beyond the first page): its unread messages.
-            seen = self.seen.get(peer_id, d.read_inbox_max_id)
-            if d.top_message <= seen or peer_id not in self.users:
-                continue
-            page = await self.call(get_history(input_peer(self.users[peer_id]), HISTORY_MAX, min_id=seen))
-            self.learn(page.users)
-            for m in reversed(page.messages):
-                if isinstance(m, api.types.Message) and not m.out and m.id > self.seen.get(peer_id, seen):
-                    forwarded = "(forwarded) " if m.fwd_from is not None else ""
-                    self.console.notice(f"[{self.name(peer_id)}] {forwarded}{m.message}")
-            self.seen[peer_id] = max(self.seen.get(peer_id, 0), d.top_message)
-        self.pts = state.pts
+        self.learn(list(event.users.values()))
+        update = event.update
+        if not isinstance(update, (api.types.UpdateNewMessage, api.types.UpdateNewChannelMessage)):
+            return
+        m = update.message
+        if not isinstance(m, api.types.Message) or m.out:
+            return
+        forwarded = "(forwarded) " if m.fwd_from is not None else ""
+        if isinstance(m.from_id, api.types.PeerUser) and m.from_id.user_id not in self.users:
+            # updateShortMessage names the sender by id only: their name is in the chat list (so is the access
+            # hash a reply needs)
+            with contextlib.suppress(RpcError, TimeoutError):
+                await self.refresh()
+        sender = self.name(m.from_id.user_id) if isinstance(m.from_id, api.types.PeerUser) else None
+        where = None
+        if isinstance(m.peer_id, (api.types.PeerChat, api.types.PeerChannel)):
+            chat_id = m.peer_id.chat_id if isinstance(m.peer_id, api.types.PeerChat) else m.peer_id.channel_id
+            chat = event.chats.get(chat_id)
+            where = getattr(chat, "title", None) or f"chat {chat_id}"
+        label = where if sender is None else sender if where is None else f"{sender} in {where}"
+        self.console.notice(f"[{label}] {forwarded}{m.message}")
 
-    async def _poll(self, interval: float, scope: anyio.CancelScope) -> None:
-        """Look every ``interval`` seconds; a failed look is said once and tried again, a lost connection ends
-        the session."""
-        trouble = ""
-        while True:
-            await anyio.sleep(interval)
-            try:
-                await self.look()
-                trouble = ""
-            except (RpcError, TimeoutError) as exc:
-                text = f"{exc.code} {exc.message}" if isinstance(exc, RpcError) else "no answer"
-                if text != trouble:
-                    self.console.notice(f"(looking for new messages failed: {text}; trying again)")
-                trouble = text
-            except ClientError as exc:
-                self.failure = exc
-                scope.cancel()
-                return
+    async def _receive(self, scope: anyio.CancelScope) -> None:
+        """Show the ordered stream as it comes; a lost connection (or signing out) ends the session."""
+        try:
+            async for event in self.client.ordered_updates():
+                await self.show(event)
+        except ClientError as exc:
+            self.failure = exc
+            scope.cancel()
 
     # -- finding people -------------------------------------------------------------------------------------
 
@@ -445,10 +436,6 @@ async def _history(chat: Chat, arg: str) -> None:
     chat.say(f"the last {len(shown)} of {total} message(s) with {display_name(peer)} ({ms:.0f} ms):")
     for m in shown:
         chat.say(f"  {describe_message(m, chat.author(m))}")
-    # Shown here, so the poller need not print them again, if nothing unseen lies below the page.
-    seen = chat.seen.get(peer.id)
-    if seen is not None and (len(shown) == total or shown[0].id <= seen):
-        chat.seen[peer.id] = max(seen, shown[-1].id)
 
 
 async def _edit(chat: Chat, arg: str) -> None:
@@ -593,13 +580,16 @@ async def chat(stack: RunningStack, options: ChatOptions, console: Console) -> i
                 console.say("bye (end of input before signing in)")
                 return 1
             session = Chat(client, console, me)
-            if options.poll > 0:
-                try:  # where every chat stands now: what arrives from here on is printed
-                    await session.look()
-                except (RpcError, TimeoutError) as exc:
-                    console.say(f"(could not look at your chats yet: {exc}; trying again while you type)")
+            live = options.poll > 0
+            if live:
+                try:  # where the box stands now (updates.getState): what arrives from here on is shown
+                    with anyio.fail_after(CALL_TIMEOUT):
+                        await client.start_updates()
+                except TimeoutError:
+                    console.say("(the live updates did not start in time: incoming messages will not show)")
+                    live = False
             console.say("signed in; /help lists the commands")
-            await session.run(options.poll)
+            await session.run(live)
     except RpcError as exc:
         console.say(f"error: {exc.method or 'call'} answered {exc.code} {exc.message}")
         return 1

@@ -9,7 +9,8 @@ create or reuse an auth key, invoke any TL function from any number of tasks, re
 
     async with Client(ClientConfig(server_keys=pem_text, port=4430, session_file=Path("me.session"))) as client:
         config = await client.invoke(api.functions.help.GetConfig())
-        async for update in client.updates():
+        await client.start_updates()                  # signed in: updates.getState (or catch up from the file)
+        async for event in client.ordered_updates():  # Update (once, in pts order) or Reset (reload your chats)
             ...
 
 Signing in is ``invoke(api.functions.auth.SendCode(...))`` and ``auth.SignIn`` once the auth service
@@ -21,7 +22,9 @@ answers them. Used by the ``mtlab`` CLI, the end-to-end tests and the locust use
 - ``errors``: ``RpcError``, ``ConnectionLost``, ``BadMessageError``, ``SessionFileError``.
 - ``link``: one connection and the auth-key handshake over it.
 - ``session_file``: the auth key kept between runs (JSON, 0600, atomic writes).
-- ``updates``: the bounded, drop-oldest inbox behind ``Client.updates()``.
+- ``update_state``: the sans-IO update state machine: pts/qts/seq rules, gaps, differences.
+- ``updates``: the bounded, drop-oldest inbox behind ``Client.updates()``, and the engine behind
+  ``Client.ordered_updates()``.
 - ``websocket``: MTProto over WebSocket (``/apiws``, subprotocol ``binary``), an anyio byte stream on wsproto.
 """
 
@@ -29,6 +32,7 @@ from mtlab.client.account import sign_in_or_up
 from mtlab.client.client import Client, ClientStats
 from mtlab.client.config import ClientConfig, ServerKeys, keys_from_pem
 from mtlab.client.errors import BadMessageError, ClientError, ConnectionLost, RpcError, SessionFileError
+from mtlab.client.update_state import Reset, SavedState, Update, UpdateState
 from mtproto.session.client import UpdateReceived
 from mtproto.transport import TransportKind
 
@@ -39,11 +43,15 @@ __all__ = [
     "ClientError",
     "ClientStats",
     "ConnectionLost",
+    "Reset",
     "RpcError",
+    "SavedState",
     "ServerKeys",
     "SessionFileError",
     "TransportKind",
+    "Update",
     "UpdateReceived",
+    "UpdateState",
     "keys_from_pem",
     "sign_in_or_up",
 ]

@@ -17,6 +17,7 @@ Tasks, all in task groups (no task outlives the ``async with``):
           reader          next_frame -> ClientSession.receive -> resolve the waiting invoke() / queue updates
           writer          woken by invoke(): ClientSession.data_to_send (everything queued, one container)
           pinger          ping_delay_disconnect every ping_interval; no pong in time = a dead connection
+      updates             (after start_updates) the ordered stream's engine (mtlab.client.updates)
 
 Each connection starts a fresh session (see ``session_file`` for why the session id is not resumed) whose first
 message is ``invokeWithLayer(LAYER, initConnection(..., help.getConfig))``, as stock clients send; the client
@@ -26,6 +27,12 @@ msg_ids from the new session (core.telegram.org/mtproto/description: never resen
 
 Cancellation: cancelling ``invoke`` forgets the call (a late answer is dropped); leaving the ``async with``
 cancels every task and closes the socket, and calls still waiting raise ``ConnectionLost``.
+
+Updates come two ways. ``updates()`` is the raw inbox, as pushed. ``ordered_updates()`` (after
+``start_updates()``, once signed in) is what applications want: every update once, in pts order, gaps filled with
+getDifference (``updates.UpdateEngine``, a fourth task, around the sans-IO ``update_state.UpdateState``). The
+engine is told of new_session_created and reconnects here, and of the answers to the application's own calls
+(``invoke``), which move pts too.
 """
 
 from __future__ import annotations
@@ -46,7 +53,9 @@ from mtlab.client import session_file, websocket
 from mtlab.client.config import ClientConfig
 from mtlab.client.errors import BadMessageError, ConnectionLost, RpcError
 from mtlab.client.link import Link, create_auth_key
-from mtlab.client.updates import UpdateQueue
+from mtlab.client.update_state import Event as UpdateEvent
+from mtlab.client.update_state import SavedState, UpdateState
+from mtlab.client.updates import UpdateEngine, UpdateQueue
 from mtproto.errors import RemoteProtocolError, TransportErrorCode
 from mtproto.handshake import CreatedKey
 from mtproto.session import AuthKey, ClientSession, Request
@@ -87,6 +96,7 @@ class ClientStats:
     new_sessions: int = 0  # new_session_created from the server
     updates_received: int = 0
     updates_dropped: int = 0  # dropped because nobody read them in time (see mtlab.client.updates)
+    differences: int = 0  # getDifference and getChannelDifference calls of the ordered stream
 
 
 class _Call:
@@ -145,6 +155,11 @@ class Client:
         self._closing = False
         self._closed = False
         self._failure: ConnectionLost | None = None  # why the client ended, if not by leaving `async with`
+        self._engine: UpdateEngine | None = None  # the ordered stream, once started
+        self._engine_lock = anyio.Lock()
+        self._raw_taken = False  # someone reads updates(): the engine cannot have the inbox
+        self._stored_updates: tuple[int, SavedState] | None = None  # (user id, state) from the session file
+        self._self_id: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -210,6 +225,8 @@ class Client:
             if isinstance(call.error, RpcError):
                 self._stats.rpc_errors += 1
             raise call.error
+        if self._engine is not None:
+            self._engine.own_result(query, call.value)  # sendMessage, deleteMessages...: pts moved
         return cast(R, call.value)
 
     async def ping(self) -> float:
@@ -226,7 +243,57 @@ class Client:
         """
         if self._updates is None:
             raise RuntimeError("updates() needs an open client: use `async with Client(...)` first")
+        if self._engine is not None:
+            raise RuntimeError("the ordered stream reads the raw updates: use ordered_updates()")
+        self._raw_taken = True
         return _UpdateIterator(self, self._updates)
+
+    async def start_updates(self) -> None:
+        """Start the ordered stream (signed in: it asks who you are and updates.getState); returns once the state
+        is known, so the answers to calls made from here on are accounted. Idempotent.
+
+        With a session file that holds this user's state, it continues from there with updates.getDifference,
+        so what arrived while the client was not running comes first, exactly once. Raises RpcError (401 when
+        not signed in) or ConnectionLost.
+        """
+        if self._updates is None or self._tg is None:
+            raise RuntimeError("start_updates() needs an open client: use `async with Client(...)` first")
+        async with self._engine_lock:
+            if self._engine is None:
+                if self._raw_taken:
+                    raise RuntimeError("updates() is being read: the ordered stream needs the raw updates itself")
+                [me] = await self.invoke(api.functions.users.GetUsers(id=[api.types.InputUserSelf()]))
+                stored = self._stored_updates
+                saved = stored[1] if stored is not None and stored[0] == me.id else None
+                state = UpdateState(gap_timeout=self.config.updates_gap_timeout,
+                                    silence=self.config.updates_silence, self_id=me.id)
+                state.start(anyio.current_time(), saved)
+                self._self_id = me.id
+                engine = UpdateEngine(state, self._updates, self.invoke, buffer=self.config.updates_buffer)
+                self._tg.start_soon(engine.run, name="mtlab.client updates")
+                self._engine = engine
+                log.info("ordered updates started for user %d %s", me.id,
+                         "from the saved state" if saved is not None else "with updates.getState")
+        engine = self._engine
+        await engine.ready.wait()
+        if engine.failure is not None:
+            raise engine.failure
+        if engine.ended:
+            raise self._failure.copy() if self._failure is not None else ConnectionLost("the client was closed")
+
+    def ordered_updates(self) -> AsyncIterator[UpdateEvent]:
+        """The application's stream: ``Update`` (every update once, in pts order per box, with the users and
+        chats it came with) and ``Reset`` (too far behind: reload your chats, or one channel). Starts the stream
+        on the first step if ``start_updates`` was not called. Ends when the client is closed; raises
+        ConnectionLost when the connection is lost for good, RpcError when the account was signed out."""
+        if self._updates is None:
+            raise RuntimeError("ordered_updates() needs an open client: use `async with Client(...)` first")
+        return _OrderedIterator(self)
+
+    @property
+    def update_state(self) -> UpdateState | None:
+        """The ordered stream's state machine (pts, qts, channels; ``track_channel``), once started."""
+        return None if self._engine is None else self._engine.state
 
     @property
     def connected(self) -> bool:
@@ -262,6 +329,8 @@ class Client:
         if self._updates is not None:
             snapshot.updates_received = self._updates.received
             snapshot.updates_dropped = self._updates.dropped
+        if self._engine is not None:
+            snapshot.differences = self._engine.differences
         return snapshot
 
     # -- calls ------------------------------------------------------------------------------------------
@@ -308,6 +377,8 @@ class Client:
             if isinstance(event, SessionCreated):
                 self._stats.new_sessions += 1
                 log.debug("new session created, first msg_id %d", event.first_msg_id)
+                if self._engine is not None:
+                    self._engine.need_difference()  # pushes meant for the old session may be lost
                 continue
             call = self._link_calls.pop(event.request, None)
             if call is None:
@@ -418,6 +489,8 @@ class Client:
                     self.server_config = cast(api.types.TypeConfig, init.value)
                     self._stats.connections += 1
                     self._stats.reconnects += reconnecting
+                    if reconnecting and self._engine is not None:
+                        self._engine.need_difference()  # what was pushed while we were away is lost
                     log.info("connected to %s:%d (%s%s%s), session %x", cfg.host, port, cfg.transport.value,
                              "+obfuscated" if cfg.obfuscated else "", " over WebSocket" if cfg.websocket else "",
                              link.session.session_id if link.session else 0)
@@ -545,6 +618,7 @@ class Client:
             self._stats.keys_forgotten += 1
         self._key = None
         self._salt = 0
+        self._stored_updates = None
         path = self.config.session_file
         if path is not None:
             await anyio.to_thread.run_sync(session_file.delete, path)
@@ -560,6 +634,7 @@ class Client:
             log.info("session file %s is for DC %d, not %d: ignoring it", path, stored.dc_id, self.config.dc_id)
             return
         self._key, self._salt, self._time_offset = stored.auth_key, stored.server_salt, stored.time_offset
+        self._stored_updates = stored.updates
         log.info("reusing auth key %s from %s", stored.auth_key.id.hex(), path)
 
     async def _save_session(self) -> None:
@@ -569,7 +644,13 @@ class Client:
         link = self._link
         if link is not None and link.session is not None:
             self._salt, self._time_offset = link.session.salt, link.session.time_offset
-        stored = session_file.StoredSession(self.config.dc_id, key, self._salt, self._time_offset)
+        engine = self._engine
+        if engine is not None and self._self_id is not None:
+            saved = engine.saved()
+            if saved is not None:
+                self._stored_updates = (self._self_id, saved)
+        stored = session_file.StoredSession(self.config.dc_id, key, self._salt, self._time_offset,
+                                            self._stored_updates)
         await anyio.to_thread.run_sync(session_file.save, path, stored, self._randbytes(8).hex())
 
     def _random_long(self) -> int:
@@ -589,9 +670,38 @@ class _UpdateIterator:
 
     async def __anext__(self) -> UpdateReceived:
         try:
-            return await self._queue.get()
+            while (update := await self._queue.get()) is None:
+                pass  # a wake-up meant for the ordered stream's engine
+            return update
         except anyio.EndOfStream:
             failure = self._client._failure
+            if failure is not None:
+                raise failure.copy() from None
+            raise StopAsyncIteration from None
+
+
+class _OrderedIterator:
+    """``async for event in client.ordered_updates()``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __aiter__(self) -> _OrderedIterator:
+        return self
+
+    async def __anext__(self) -> UpdateEvent:
+        client = self._client
+        if client._engine is None:
+            await client.start_updates()
+        engine = client._engine
+        if engine is None:  # unreachable: start_updates made it or raised
+            raise RuntimeError("the ordered stream did not start")
+        try:
+            return await engine.next_event()
+        except anyio.EndOfStream:
+            if engine.failure is not None:
+                raise engine.failure from None
+            failure = client._failure
             if failure is not None:
                 raise failure.copy() from None
             raise StopAsyncIteration from None

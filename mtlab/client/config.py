@@ -62,7 +62,10 @@ class ClientConfig:
     takes longer than the interval counts as a dead connection. ``ack_delay``: how long acknowledgements may
     wait for an outgoing message to ride on before they are sent alone. ``updates_buffer``: how many
     unread updates are kept; when it is full the oldest is dropped (the durable update log is the truth:
-    ``updates.getDifference`` recovers anything dropped).
+    ``updates.getDifference`` recovers anything dropped); it also bounds the ordered events the application
+    has not read yet. ``updates_gap_timeout``: how long a gap in pts may wait for its missing update before
+    ``updates.getDifference`` (the spec's 0.5 s). ``updates_silence``: seconds without any update after which
+    getDifference is asked anyway (15 minutes, as the spec suggests).
     """
 
     server_keys: Mapping[int, tuple[int, int]] | str | bytes
@@ -84,6 +87,8 @@ class ClientConfig:
     ping_interval: float | None = 60.0
     ack_delay: float = 0.5
     updates_buffer: int = 1024
+    updates_gap_timeout: float = 0.5
+    updates_silence: float = 15 * 60.0
 
     # initConnection: how the app describes itself (the gateway keeps it per session)
     api_id: int = 1
@@ -106,6 +111,8 @@ class ClientConfig:
             raise ValueError("MTProto over WebSocket must be obfuscated: set obfuscated=True")
         if self.reconnect_attempts < 1 or self.updates_buffer < 1:
             raise ValueError("reconnect_attempts and updates_buffer must be at least 1")
+        if not 0 <= self.updates_gap_timeout < math.inf or not 0 < self.updates_silence < math.inf:
+            raise ValueError("updates_gap_timeout must be >= 0 and updates_silence > 0, both finite")
         if self.ping_interval is not None and not 0 < self.ping_interval < math.inf:
             raise ValueError(f"ping_interval must be positive or None, got {self.ping_interval}")
 

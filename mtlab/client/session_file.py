@@ -6,7 +6,14 @@ gateway's own key files are protected. Fields:
 
     {"format": "mtlab-client-session", "version": 1, "dc_id": 2,
      "auth_key": "<256 bytes, base64>", "auth_key_id": "<8 bytes, hex: for humans and logs>",
-     "server_salt": <signed 64-bit int>, "time_offset": <seconds: server clock - local clock>}
+     "server_salt": <signed 64-bit int>, "time_offset": <seconds: server clock - local clock>,
+     "updates": {"user_id": 42, "pts": 17, "qts": 0, "date": 1700000000, "seq": 0,
+                 "channels": {"<channel id>": [<pts>, <access hash>]}}}
+
+``updates`` (optional) is the update state as far as the application had read the ordered stream
+(``Client.ordered_updates``), for the user it belongs to: a restarted client asks ``updates.getDifference`` from
+there and gets exactly what it had not read. It is written when the client closes; after a crash the file holds
+the state of the last clean close, and what came after is handed out again.
 
 What is not kept: the session id. A session id belongs with the msg_id and seq_no counters of the session
 (core.telegram.org/mtproto/description, "Session"); ``mtproto.session.ClientSession`` starts those at zero and
@@ -28,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtlab.client.errors import SessionFileError
+from mtlab.client.update_state import SavedState
 from mtproto.errors import LocalProtocolError
 from mtproto.session import AuthKey
 
@@ -41,6 +49,7 @@ class StoredSession:
     auth_key: AuthKey
     server_salt: int
     time_offset: int
+    updates: tuple[int, SavedState] | None = None  # (user id, the state as far as the application had read)
 
 
 def load(path: Path) -> StoredSession | None:
@@ -56,7 +65,9 @@ def load(path: Path) -> StoredSession | None:
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise SessionFileError(f"{path}: not a {FORMAT} file of version {VERSION}")
         key = AuthKey.from_bytes(base64.b64decode(data["auth_key"], validate=True))
-        return StoredSession(int(data["dc_id"]), key, int(data["server_salt"]), int(data["time_offset"]))
+        stored = data.get("updates")
+        updates = None if stored is None else (int(stored["user_id"]), SavedState.from_json(stored))
+        return StoredSession(int(data["dc_id"]), key, int(data["server_salt"]), int(data["time_offset"]), updates)
     except SessionFileError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
@@ -80,6 +91,9 @@ def save(path: Path, session: StoredSession, unique: str) -> None:
         "server_salt": session.server_salt,
         "time_offset": session.time_offset,
     }
+    if session.updates is not None:
+        user_id, state = session.updates
+        data["updates"] = {"user_id": user_id, **state.to_json()}
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{unique}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -2,7 +2,8 @@
 auth, messages, Postgres with two shard databases, Redis).
 
 Two `mtlab chat` processes talk to each other the way two people at two terminals would: each is driven through
-its stdin (a pipe) and its output read as it comes, so "B sees A's message" means B's poller printed it.
+its stdin (a pipe) and its output read as it comes, so "B sees A's message" means B's receiver printed it (pushed,
+through the SDK's ordered update stream).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 from tests.helpers.stack import REPO, Stack, new_stack
 
-POLL = "0.2"  # seconds between the chats' looks for new messages (the default is 1)
+POLL = "0.2"  # any value but 0 shows incoming messages (they are pushed; the option is kept for scripts)
 
 
 @pytest.fixture(scope="module")

@@ -104,11 +104,12 @@ async def test_a_frozen_gateway_is_noticed_by_the_ping(gateway_factory: Any) -> 
 
 
 async def test_pings_keep_an_idle_connection_open(gateway_factory: Any) -> None:
-    gw = gateway_factory.start(MTLAB_GATEWAY_IDLE_TIMEOUT="0.6")
-    with anyio.fail_after(20):
-        async with (Client(client_config(gw, ping_interval=0.2)) as pinging,
+    # Margins wide enough for a loaded 2-core machine: a ping every 0.3 s against 2 s of allowed silence.
+    gw = gateway_factory.start(MTLAB_GATEWAY_IDLE_TIMEOUT="2")
+    with anyio.fail_after(30):
+        async with (Client(client_config(gw, ping_interval=0.3)) as pinging,
                     Client(client_config(gw, ping_interval=None)) as silent):
-            await anyio.sleep(1.5)  # well past the gateway's idle timeout
+            await anyio.sleep(4)  # well past the gateway's idle timeout
             assert pinging.connected and not silent.connected
             assert (await pinging.invoke(mt.functions.Ping(ping_id=5))).ping_id == 5
             with pytest.raises(ConnectionLost):
