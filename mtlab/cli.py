@@ -132,6 +132,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
         return messages_report(duration=duration, clients=args.clients, users=args.users, as_json=args.json)
+    if args.what == "fanout":
+        from mtlab.bench.report import fanout_report
+
+        samples = args.samples if args.samples is not None else (50 if args.quick else 300)
+        subscribers = args.subscribers if args.subscribers is not None else (2000 if args.quick else 10_000)
+        return fanout_report(samples=samples, load_clients=args.clients, subscribers=subscribers,
+                             connections=args.connections, as_json=args.json)
     if args.what == "media":
         from mtlab.bench.media import media_report
 
@@ -222,8 +229,8 @@ def _add_client_commands(sub: Any, add_data_dir: Any) -> None:
                           "a line: /add PHONE, /contacts, /to PHONE|@username|NAME, /dialogs, /history, /edit, "
                           "/delete, /read, /search, /me, /sessions, /revoke, /config, /ping, /help, /quit (/help says "
                           "more). Any other line is a message to the chosen peer; messages that arrive are printed "
-                          "(polled every --poll seconds). Works without a terminal (lines from a pipe); the end of "
-                          "input quits.")
+                          "as they come (pushed; gaps filled with updates.getDifference). Works without a terminal "
+                          "(lines from a pipe); the end of input quits.")
     add_data_dir(chat)
     chat.add_argument("--phone", metavar="NUMBER", help="the phone number to sign in with (asked for if missing)")
     chat.add_argument("--code", metavar="DIGITS", help="the login code (asked for on stdin if missing)")
@@ -237,8 +244,8 @@ def _add_client_commands(sub: Any, add_data_dir: Any) -> None:
                       help="connect to the gateway's WebSocket port (MTProto in binary messages on /apiws, as web "
                       "clients do); implies --obfuscated")
     chat.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
-                      help="how often to look for new messages (updates.getState; default 1; 0: never), until "
-                      "the updates service pushes them")
+                      help="0: do not show incoming messages; any other value (default 1): show them as they "
+                      "arrive (kept for scripts: messages are pushed, not polled)")
     chat.set_defaults(func=_cmd_chat)
 
 
@@ -307,21 +314,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure and print performance figures",
                            description="Benchmarks print figures next to a baseline measured in the same run.")
-    bench.add_argument("what", choices=["crypto", "messages", "media"],
+    bench.add_argument("what", choices=["crypto", "messages", "media", "fanout"],
                        help="crypto: IGE, message encryption, handshake cost; messages: private messages per second "
                        "through the message service (in-process, over internal RPC, through the gateway) next to "
                        "pgbench doing the same writes, send latency p50/p99; media: upload and download MB/s of a "
-                       "30 MiB file through the gateway next to raw IGE, peak RSS of the media service and gateway")
+                       "30 MiB file through the gateway next to raw IGE, peak RSS of the media service and gateway; "
+                       "fanout: live push through the whole stack, send-to-receive latency p50/p99 between two "
+                       "online users at idle and under load, and a channel post to 10,000 online subscriber "
+                       "sessions (time until the last has it, gateway and updates service CPU)")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, for smoke tests); messages: "
-                       "3 s phases; media: an 8 MiB file")
+                       "3 s phases; media: an 8 MiB file; fanout: 50 samples, 2000 subscribers")
     bench.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                        help="messages: seconds each phase measures (default 10)")
     bench.add_argument("--clients", type=int, default=16, metavar="N",
-                       help="messages: concurrent senders in every phase (default 16)")
+                       help="messages: concurrent senders in every phase; fanout: SDK clients sending to each other "
+                       "during the loaded latency samples (default 16)")
     bench.add_argument("--users", type=int, default=1000, metavar="N",
                        help="messages: users the senders write to (default 1000; the gateway phase signs up one "
                        "user per client)")
-    bench.add_argument("--json", action="store_true", help="messages: print JSON for scripts instead of the report")
+    bench.add_argument("--samples", type=int, default=None, metavar="N",
+                       help="fanout: messages timed at idle, and again under load (default 300)")
+    bench.add_argument("--subscribers", type=int, default=None, metavar="N",
+                       help="fanout: online sessions the channel post reaches, one user and auth key each, written "
+                       "straight into the run's databases (default 10000)")
+    bench.add_argument("--connections", type=int, default=100, metavar="N",
+                       help="fanout: TCP connections carrying the subscribers' sessions (default 100)")
+    bench.add_argument("--json", action="store_true",
+                       help="messages, media, fanout: print JSON for scripts instead of the report")
     bench.set_defaults(func=_cmd_bench)
     _add_client_commands(sub, add_data_dir)
     add_roles_command(sub)

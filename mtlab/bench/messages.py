@@ -919,27 +919,45 @@ async def run(settings: Settings, postgres: servers.ServerInfo, redis: servers.S
 async def _gateway_phase(env: dict[str, str], messages_port: int, folder: Path, settings: Settings,
                          shard_dsns: list[str], processes: dict[str, ServiceProcess], meters: Meters,
                          say: Progress) -> Phase:
-    gateway_port, auth_port = _free_port(), _free_port()
+    say("starting the auth service and the gateway")
+    gateway = await start_gateway(env, messages_port, folder, processes)
+    meters = meters | {name: process.cpu for name, process in processes.items()}
+    return await through_gateway(gateway.port, gateway.pem, settings, shard_dsns, meters, say)
+
+
+@dataclass(frozen=True)
+class GatewayEndpoints:
+    port: int  # MTProto over TCP
+    metrics_port: int  # /metrics and /healthz
+    pem: str  # the RSA public key clients pin
+
+
+async def start_gateway(env: dict[str, str], messages_port: int, folder: Path, processes: dict[str, ServiceProcess],
+                        *, updates_port: int | None = None) -> GatewayEndpoints:
+    """The auth service and a gateway in front of it and the message service (and the updates service, when
+    ``updates_port`` names one), as processes put in ``processes``; limits that would refuse a benchmark's many
+    keys and connections from one address are lifted."""
+    gateway_port, auth_port, metrics_port = _free_port(), _free_port(), _free_port()
     data_dir = folder / "gateway"
     data_dir.mkdir()
     key, _ = gateway_key(data_dir)
-    say("starting the auth service and the gateway")
     processes["auth"] = await start_service(
         "auth", env | {"MTLAB_AUTH_RPC_PORT": str(auth_port), "MTLAB_AUTH_METRICS_PORT": str(_free_port()),
                        "MTLAB_AUTH_DC_PORT": str(gateway_port), "MTLAB_AUTH_CODES_PER_IP": "1000000",
                        "MTLAB_AUTH_CODES_PER_PHONE": "1000"},
         folder, r"internal RPC on \S+:\d+")
+    updates = ({"MTLAB_GATEWAY_UPDATES_HOST": "127.0.0.1", "MTLAB_GATEWAY_UPDATES_PORT": str(updates_port)}
+               if updates_port is not None else {})
     processes["gateway"] = await start_service(
-        "gateway", env | {"MTLAB_GATEWAY_PORT": str(gateway_port), "MTLAB_GATEWAY_WS_PORT": str(_free_port()),
-                          "MTLAB_GATEWAY_METRICS_PORT": str(_free_port()), "MTLAB_GATEWAY_DATA_DIR": str(data_dir),
-                          "MTLAB_GATEWAY_AUTH_HOST": "127.0.0.1", "MTLAB_GATEWAY_AUTH_PORT": str(auth_port),
-                          "MTLAB_GATEWAY_MESSAGES_HOST": "127.0.0.1", "MTLAB_GATEWAY_MESSAGES_PORT": str(messages_port),
-                          # sign-ups from one address, many keys at once: no rate limits in the way
-                          "MTLAB_GATEWAY_HANDSHAKES_PER_IP": "100000", "MTLAB_GATEWAY_SHUTDOWN_GRACE": "0"},
+        "gateway", env | updates | {
+            "MTLAB_GATEWAY_PORT": str(gateway_port), "MTLAB_GATEWAY_WS_PORT": str(_free_port()),
+            "MTLAB_GATEWAY_METRICS_PORT": str(metrics_port), "MTLAB_GATEWAY_DATA_DIR": str(data_dir),
+            "MTLAB_GATEWAY_AUTH_HOST": "127.0.0.1", "MTLAB_GATEWAY_AUTH_PORT": str(auth_port),
+            "MTLAB_GATEWAY_MESSAGES_HOST": "127.0.0.1", "MTLAB_GATEWAY_MESSAGES_PORT": str(messages_port),
+            # sign-ups from one address, many keys at once: no rate limits in the way
+            "MTLAB_GATEWAY_HANDSHAKES_PER_IP": "100000", "MTLAB_GATEWAY_SHUTDOWN_GRACE": "0"},
         folder, r"MTProto on \S+:\d+")
-    pem = rsa.public_pem_pkcs1(key).decode("ascii")
-    meters = meters | {name: process.cpu for name, process in processes.items()}
-    return await through_gateway(gateway_port, pem, settings, shard_dsns, meters, say)
+    return GatewayEndpoints(gateway_port, metrics_port, rsa.public_pem_pkcs1(key).decode("ascii"))
 
 
 def _service_env(main_dsn: str, redis_url: str, folder: Path, shard_cfg: ShardConfig) -> dict[str, str]:

@@ -14,6 +14,10 @@ much.
 per second through the message service, in-process, as a process over internal RPC and end to end through the
 gateway, next to pgbench doing the same raw writes on the same Postgres in the same run; send latency p50/p99; the
 database's count of what each phase wrote; the CPU each process used.
+
+`mtlab bench fanout` (``fanout_report``; the measuring is mtlab/bench/fanout.py): live push through the whole stack,
+send-to-receive latency p50/p99 between two online users at idle and under the message benchmark's load, and a
+channel post fanned out to 10,000 online sessions (time until the last has it, the median, the CPU it cost).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from mtproto.tl import mt
 from mtproto.tl.runtime import Reader
 
 if TYPE_CHECKING:  # the messages benchmark pulls in asyncpg and the services: imported when it runs
+    from mtlab.bench import fanout
     from mtlab.bench.messages import Report
 
 
@@ -231,5 +236,99 @@ def format_messages(report: Report) -> list[str]:
                 lines.append(f"  {_PHASE_LABELS.get(p.name, p.name):<24}"
                              + "".join(f"{row[n]:>10.2f}" if n in row else f"{'-':>10}" for n in names))
     lines.append("  bench: this process (the in-process service, the RPC caller, the SDK clients); machine: all cores,")
+    lines.append("  whatever runs on them (on a shared machine, other work too)")
+    return lines
+
+
+# -- mtlab bench fanout ---------------------------------------------------------------------------------------
+
+FANOUT_GOAL = 1.0  # seconds until the last subscriber has a channel post (the issue's goal)
+
+
+def fanout_report(*, samples: int, load_clients: int, subscribers: int, connections: int,
+                  as_json: bool = False) -> int:
+    from mtlab.bench import fanout as bench
+    from mtlab.bench.messages import BenchError
+
+    settings = bench.Settings(samples=samples, load_clients=load_clients, subscribers=subscribers,
+                              connections=connections)
+    try:
+        report = bench.measure(settings, _Status())
+    except (BenchError, OSError) as exc:
+        print(f"mtlab bench fanout: {exc}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print("\n".join(format_fanout(report)))
+    return 0 if report.consistent else 1
+
+
+def format_fanout(report: fanout.Report) -> list[str]:
+    """The report of ``mtlab bench fanout`` as lines, in the style of ``mtlab bench messages``."""
+    s = report.settings
+    lines = [
+        f"mtlab bench fanout: {s.samples} messages per latency phase, {s.load_clients} load senders, "
+        f"{s.subscribers} channel subscribers on {s.connections} connections",
+        f"  machine: {report.cores} cores; Postgres {report.postgres}; Redis {report.redis}",
+        "  gateway, auth, messages and updates services as processes; every figure below comes from this one run",
+        "",
+        "Send-to-receive latency: A's sendMessage call until B's client has the updateShortMessage push",
+        f"  {'condition':<24}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'samples':>9}{'lost':>6}  load",
+    ]
+    for phase in (report.idle, report.loaded):
+        if phase is None:
+            continue
+        if phase.failed:
+            lines.append(f"  {phase.name:<24}  FAILED: {phase.failed.splitlines()[0]}")
+            continue
+        load = "-"
+        if phase.load_clients:
+            load = f"{phase.load_clients} SDK senders, {phase.load_rate:.1f} msgs/s answered"
+            if phase.load_errors:
+                load += ", errors " + ", ".join(f"{k}: {v}" for k, v in sorted(phase.load_errors.items()))
+        lines.append(f"  {phase.name:<24}{_ms(phase.percentile(50)):>9}{_ms(phase.percentile(99)):>9}"
+                     f"{_ms(max(phase.latencies, default=None)):>9}{len(phase.latencies):>9}{phase.lost:>6}  {load}")
+    lines.append("")
+    f = report.fanout
+    lines.append(f"Channel post to {s.subscribers} online subscriber sessions (one user and key each, "
+                 f"{s.connections} connections, one gateway)")
+    if f is None:
+        lines.append("  not measured")
+    elif f.failed:
+        lines.append(f"  FAILED: {f.failed.splitlines()[0]}")
+    else:
+        last = f.last
+        goal = "" if last is None else (f"   (goal < {FANOUT_GOAL:g} s: "
+                                         f"{'met' if last < FANOUT_GOAL else 'NOT met'})")
+        errors = f"; errors {f.subscribe_errors}" if f.subscribe_errors else ""
+        lines += [
+            f"  subscribed: {f.subscribed}/{f.subscribers} sessions (getState each) and registered with the updates "
+            f"service in {f.subscribe_seconds:.2f} s{errors}",
+            f"  post answered to its sender after {_ms(f.post_answer)} ms",
+            f"  last session had it after   {_ms(last):>8} ms{goal}",
+            f"  median session after        {_ms(f.median):>8} ms",
+            f"  first session after         {_ms(f.first):>8} ms",
+            f"  received: {f.received}/{f.subscribers} sessions"
+            + (" exactly once each" if f.duplicates == 0 else f", {f.duplicates} of them more than once")
+            + f" ({f.frames} frames, decrypted after the run)",
+        ]
+        if f.errors:
+            lines.append("  errors on the subscribers' connections: "
+                         + ", ".join(f"{k}: {v}" for k, v in sorted(f.errors.items())))
+        for title, cpu in (("during the fan-out", f.cpu), ("subscribing (getState each)", f.subscribe_cpu)):
+            if cpu:
+                names = sorted(cpu, key=lambda n: (n not in ("gateway", "updates"), n))
+                lines.append(f"  CPU seconds {title}: " + ", ".join(f"{n} {cpu[n]:.2f}" for n in names))
+    lines.append("")
+    names = ["machine", "bench", *sorted({k for p in (report.idle, report.loaded) if p for k in p.cpu}
+                                         - {"machine", "bench"})]
+    lines.append(f"CPU during the latency phases, cores busy on average (of {report.cores})")
+    lines.append(f"  {'condition':<24}" + "".join(f"{n:>10}" for n in names))
+    for phase in (report.idle, report.loaded):
+        if phase is not None and phase.cpu:
+            lines.append(f"  {phase.name:<24}" + "".join(f"{phase.cpu[n]:>10.2f}" if n in phase.cpu else f"{'-':>10}"
+                                                       for n in names))
+    lines.append("  bench: this process (the SDK clients, the subscribers' connections); machine: all cores,")
     lines.append("  whatever runs on them (on a shared machine, other work too)")
     return lines
