@@ -33,6 +33,7 @@ from services.gateway.keys import key_id_int
 
 log = logging.getLogger("mtlab.gateway.push")
 
+YIELD_EVERY = 200  # users a push is encrypted for between two checkpoints
 SessionKey = tuple[bytes, int]  # (auth key id, session id), as Gateway.sessions is keyed
 
 
@@ -108,10 +109,16 @@ class Push:
 
     # -- delivery -----------------------------------------------------------------------------------------
 
-    def deliver(self, d: push.Deliver) -> int:
-        """Encrypt ``d.updates`` in every subscribed session it is for; how many got it."""
+    async def deliver(self, d: push.Deliver) -> int:
+        """Encrypt ``d.updates`` in every subscribed session it is for; how many got it.
+
+        A channel post may be for thousands of sessions: every ``YIELD_EVERY`` of them the other tasks run (the
+        connections' writers send what is ready, other clients' calls go on), instead of all waiting for the last
+        encryption."""
         sent = 0
-        for user_id in d.user_ids:
+        for n, user_id in enumerate(d.user_ids):
+            if n % YIELD_EVERY == YIELD_EVERY - 1:
+                await trio.sleep(0)
             sessions = self.by_user.get(user_id)
             if not sessions:
                 continue
@@ -162,7 +169,7 @@ class Push:
                     log.warning("a push item that is not TL: ignored")
                     continue
                 if isinstance(obj, push.Deliver):
-                    self.deliver(obj)
+                    await self.deliver(obj)
                 elif isinstance(obj, push.Ok):
                     log.info("push stream attached to the updates service (gateway %x)", self.gateway_id)
                     metrics.PUSH_ATTACHED.set(1)

@@ -76,6 +76,7 @@ log = logging.getLogger("mtlab.gateway")
 MAX_SESSIONS = 100_000
 MAX_SESSIONS_PER_KEY = 64
 MAX_TOMBSTONES = 1_000_000
+WRITE_BATCH = 256 * 1024  # bytes of queued frames joined into one write at most
 
 
 class ByteStream(Protocol):
@@ -321,12 +322,22 @@ class Connection:
                 await self.stream.aclose()
 
     async def _writer(self) -> None:
-        async for data in self._outbox:
+        async for first in self._outbox:
+            # Whatever else is queued goes in the same write (a push to many sessions of one connection, answers
+            # that came together): one system call instead of one per frame.
+            chunks = [first]
+            size = len(first)
+            while size < WRITE_BATCH:
+                try:
+                    chunks.append(self._outbox.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                size += len(chunks[-1])
             try:
-                await self.stream.send_all(data)
+                await self.stream.send_all(b"".join(chunks) if len(chunks) > 1 else first)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
-            metrics.BYTES.labels("out").inc(len(data))
+            metrics.BYTES.labels("out").inc(size)
 
     def _queue(self, data: bytes) -> None:
         try:

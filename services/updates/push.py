@@ -226,7 +226,7 @@ class Pusher:
     shards: Shards
     main: db.Pool
     registry: Registry = field(default_factory=Registry)
-    batch: int = 256  # users read per shard query at most
+    batch: int = 4096  # users taken per round (split by logical shard: a registration burst reads many per query)
     rows_per_user: int = 100  # log rows read per user per round (more: the user stays dirty for another)
     clock: Any = field(default=time.time)
 
