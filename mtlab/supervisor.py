@@ -224,6 +224,9 @@ SERVICES: tuple[Service, ...] = (
         ports=(Port("rpc_port", "internal RPC (the gateways and the message service connect here)"),
                Port("metrics_port", "HTTP /metrics and /healthz")),
         protocol="internal RPC", address_port="rpc_port",
+        # channel membership for downloads, and which files messages still carry (the release)
+        env=lambda stack: {"MTLAB_MEDIA_MESSAGES_HOST": stack["messages"].host,
+                           "MTLAB_MEDIA_MESSAGES_PORT": str(stack["messages"].ports["rpc_port"])},
     ),
     Service(
         name="gateway", module="services.gateway", prefix="GATEWAY", config=GatewayConfig,

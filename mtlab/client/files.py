@@ -7,8 +7,9 @@
 
 ``upload`` reads the source one part at a time (512 KiB by default) and keeps ``workers`` parts in flight
 (saveFilePart, or saveBigFilePart above 10 MB, as the spec asks; the MD5 of a small file goes in inputFile).
-``download`` keeps ``workers`` getFile requests of 1 MiB in flight and writes them in order. Neither ever holds
-more than ``workers`` parts of the file in memory. Written against anyio: it runs wherever ``invoke`` runs.
+``download`` keeps ``workers`` getFile requests of 1 MiB in flight (a sliding window: a new one as soon as the
+oldest is written) and writes them in order. Neither ever holds more than ``workers`` parts of the file in memory.
+Written against anyio: it runs wherever ``invoke`` runs.
 """
 
 from __future__ import annotations
@@ -106,22 +107,36 @@ def location(media: Any, thumb: str = "") -> api.types.TypeInputFileLocation:
 
 async def download(invoke: Invoke, where: api.types.TypeInputFileLocation, out: BinaryIO, *,
                    workers: int = 4) -> int:
-    """Write the file at ``where`` to ``out``; the number of bytes written."""
+    """Write the file at ``where`` to ``out``; the number of bytes written.
+
+    A sliding window: ``workers`` getFile requests are in flight at all times, and as soon as the oldest answer
+    is written the next request goes out, so one slow answer does not idle the others (waiting for a whole batch
+    did). The end is the first answer shorter than a chunk; the requests already sent past it answer nothing."""
+    chunks: dict[int, bytes] = {}
+    arrived: dict[int, anyio.Event] = {}
     written = 0
-    offset = 0
 
-    async def get(batch: list[bytes], i: int, at: int) -> None:
-        got = await invoke(api.functions.upload.GetFile(location=where, offset=at, limit=CHUNK))
-        batch[i] = got.bytes
+    async def get(i: int, done: anyio.Event) -> None:
+        got = await invoke(api.functions.upload.GetFile(location=where, offset=i * CHUNK, limit=CHUNK))
+        chunks[i] = got.bytes
+        done.set()
 
-    while True:
-        batch: list[bytes] = [b""] * workers
-        async with _first_error(), anyio.create_task_group() as tg:
-            for i in range(workers):
-                tg.start_soon(get, batch, i, offset + i * CHUNK)
-        for data in batch:
+    async with _first_error(), anyio.create_task_group() as tg:
+
+        def request(i: int) -> None:
+            arrived[i] = anyio.Event()
+            tg.start_soon(get, i, arrived[i])
+
+        for i in range(workers):
+            request(i)
+        i = 0
+        while True:
+            await arrived.pop(i).wait()
+            data = chunks.pop(i)
             out.write(data)
             written += len(data)
             if len(data) < CHUNK:
-                return written
-        offset += workers * CHUNK
+                break
+            request(i + workers)  # at most ``workers`` chunks are in flight or waiting to be written
+            i += 1
+    return written

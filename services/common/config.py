@@ -168,6 +168,16 @@ class MediaConfig:
     dc_id: int = _knob(2, "the DC id documents and photos name (the gateway's MTLAB_GATEWAY_DC_ID: clients "
                           "download where the file says it lives)")
     photo_max_size: int = _knob(10 * MIB, "an uploaded photo larger than this is stored as a document, undecoded")
+    messages_host: str = _knob("", "the message service's internal RPC address (who is a channel's member, which "
+                                   "files messages still carry); empty: none (a channel's files are read only by "
+                                   "readers by name, nothing is released)")
+    messages_port: int = _knob(4432, "the message service's internal RPC port")
+    member_ttl: float = _knob(10.0, "seconds the message service's 'a member of the channel' is trusted for "
+                                    "downloads (one who leaves keeps reading the channel's files this long)")
+    release_grace: float = _knob(3600.0, "seconds after the last message named a file before the sweeper may "
+                                         "release it for want of a message (a send in progress finishes first)")
+    release_recheck: float = _knob(3600.0, "seconds before the sweeper asks again about a file a message still "
+                                           "carried (every held file is asked about this often)")
     crash_at: str = _knob("", "fault injection for labs and tests: the process exits (code 70) during assembly, at "
                               "'write' (half the blob written) or 'rename' (blob in place, metadata not committed)")
 
@@ -279,7 +289,7 @@ def updates_config(env: Mapping[str, str] | None = None) -> UpdatesConfig:
 def media_config(env: Mapping[str, str] | None = None) -> MediaConfig:
     config: MediaConfig = load(MediaConfig, "MEDIA", env)
     for name in ("pool_size", "max_file_size", "max_parts", "small_file_max", "quota_bytes", "parts_in_flight",
-                 "upload_expiry", "sweep_interval", "orphan_grace"):
+                 "upload_expiry", "sweep_interval", "orphan_grace", "release_grace", "release_recheck"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"MTLAB_MEDIA_{name.upper()} must be positive")
     if config.txn_retries < 0:

@@ -29,6 +29,7 @@ import re
 import struct
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup, TaskStatus
@@ -177,6 +178,13 @@ class _Pending:
         self.result: bytes | None = None
         self.error: RpcError | None = None
         self.items = items
+
+
+class Caller(Protocol):
+    """What a service needs of another service's client: ``RpcClient``, or a test's in-process stand-in that hands
+    the same bytes to the other service's handlers."""
+
+    async def call(self, query: bytes, context: rpc.Context) -> bytes: ...
 
 
 class RpcClient:

@@ -11,8 +11,8 @@ It happens when a message first references the upload (``media.attach``, from me
 3. rename it into place under its hash (``LocalBlobs.put``): identical content already stored is not written
    twice;
 4. for a photo, decode it and store its thumbnails the same way (photos.py);
-5. one transaction: a reference on each blob, the file row (and its sizes), its readers, the upload marked
-   assembled (its part rows gone); then the staged part files are deleted.
+5. one transaction: a reference on each blob, the file row (and its sizes), its readers (and channel), the upload
+   marked assembled (its part rows gone); then the staged part files are deleted.
 
 A crash at any point leaves nothing half-visible: before 3, a temp file (deleted at the next start); between 3
 and 5, a complete blob nobody references (the sweeper deletes it after ``orphan_grace``, unless an assembly of the
@@ -80,9 +80,13 @@ def _crash(where: str) -> None:
     os._exit(CRASH_EXIT)
 
 
-def concatenate(blobs: LocalBlobs, owner: int, file_id: int, parts: list[PartRow], crash_at: str) -> Blob:
-    """Stream ``parts`` into a new blob (steps 2 and 3). Blocking: run in a worker thread."""
-    sha, md5 = hashlib.sha256(), hashlib.md5()  # the spec's upload checksum
+def concatenate(blobs: LocalBlobs, owner: int, file_id: int, parts: list[PartRow], crash_at: str,
+                with_md5: bool = True) -> Blob:
+    """Stream ``parts`` into a new blob (steps 2 and 3); ``with_md5``: the MD5 too (only a small file's inputFile
+    names one: hashing 30 MiB of a big file twice would cost a fifth of its assembly). Blocking: run in a worker
+    thread."""
+    sha = hashlib.sha256()
+    md5 = hashlib.md5() if with_md5 else None  # the spec's upload checksum
     temp = blobs.new_temp()
     total = sum(p.size for p in parts)
     written = 0
@@ -99,7 +103,8 @@ def concatenate(blobs: LocalBlobs, owner: int, file_id: int, parts: list[PartRow
                         raise RpcError(400, f"FILE_PART_{p.part}_MISSING")
                     while chunk := f.read(CHUNK):
                         sha.update(chunk)
-                        md5.update(chunk)
+                        if md5 is not None:
+                            md5.update(chunk)
                         out.write(chunk)
                         written += len(chunk)
                         if crash_at == "write" and written >= total // 2:
@@ -114,7 +119,7 @@ def concatenate(blobs: LocalBlobs, owner: int, file_id: int, parts: list[PartRow
         raise
     if crash_at == "rename":
         _crash("rename")
-    return Blob(digest, total, md5.hexdigest(), new)
+    return Blob(digest, total, md5.hexdigest() if md5 is not None else "", new)
 
 
 def store_bytes(blobs: LocalBlobs, data: bytes) -> Blob:
@@ -161,10 +166,10 @@ def _filename(input_file: api.types.TypeInputFile) -> str:
     return name[:255]
 
 
-async def store_upload(deps: Media, me: int, input_file: api.types.TypeInputFile, readers: list[int], *,
+async def store_upload(deps: Media, me: int, input_file: api.types.TypeInputFile, readers: store.Grant, *,
                        photo: bool, mime_type: str = "application/octet-stream",
                        attributes: list[api.types.TypeDocumentAttribute] | None = None) -> FileRow:
-    """The file an upload becomes (assembled now, or the one it became before), readable by ``readers``."""
+    """The file an upload becomes (assembled now, or the one it became before), granted to ``readers``."""
     if not isinstance(input_file, (api.types.InputFile, api.types.InputFileBig)):
         raise RpcError(400, "FILE_PARTS_INVALID")
     started = time.perf_counter()
@@ -174,8 +179,7 @@ async def store_upload(deps: Media, me: int, input_file: api.types.TypeInputFile
         u = await store.upload_for_update(con, me, file_id)
         if u is not None and u.assembled_id is not None:
             done = await store.file(con, u.assembled_id)
-            if done is not None:
-                await store.add_readers(con, done.id, readers)
+            if done is not None and await store.grant(con, done.id, readers):
                 return u, [], done
         return u, await store.parts(con, me, file_id), None
 
@@ -183,7 +187,9 @@ async def store_upload(deps: Media, me: int, input_file: api.types.TypeInputFile
     if done is not None:
         return done
     _check(deps, u, parts, input_file)
-    blob = await anyio.to_thread.run_sync(concatenate, deps.blobs, me, file_id, parts, deps.config.crash_at)
+    with_md5 = isinstance(input_file, api.types.InputFile) and bool(input_file.md5_checksum)
+    blob = await anyio.to_thread.run_sync(concatenate, deps.blobs, me, file_id, parts, deps.config.crash_at,
+                                          with_md5)
     if isinstance(input_file, api.types.InputFile) and input_file.md5_checksum and \
             input_file.md5_checksum.lower() != blob.md5:
         raise RpcError(400, "MD5_CHECKSUM_INVALID")  # the blob stays unreferenced: the sweeper's
@@ -210,8 +216,7 @@ async def store_upload(deps: Media, me: int, input_file: api.types.TypeInputFile
         u = await store.upload_for_update(con, me, file_id)
         if u is not None and u.assembled_id is not None:  # a concurrent attach of the same upload won
             other = await store.file(con, u.assembled_id)
-            if other is not None:
-                await store.add_readers(con, other.id, readers)
+            if other is not None and await store.grant(con, other.id, readers):
                 return other
         await store.add_blob_ref(con, blob.sha256, blob.size)
         for s in sizes:
@@ -219,7 +224,7 @@ async def store_upload(deps: Media, me: int, input_file: api.types.TypeInputFile
         await store.insert_file(con, row)
         for s in sizes:
             await store.insert_size(con, row.id, s)
-        await store.add_readers(con, row.id, readers)
+        await store.grant(con, row.id, readers)
         if u is not None:
             await store.mark_assembled(con, me, file_id, row.id, deps.clock())
         return row

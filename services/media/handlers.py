@@ -19,10 +19,12 @@ Parts arrive in any order, so "every part but the last" is checked as the parts 
 part size once a part is known not to be the last (a part below the highest number seen, or the previous highest
 when a higher one arrives), and the size of the highest part, which may not exceed it.
 
-Access (``locate``): a file is read by its uploader and by its readers (the users a message carrying it was sent
-to). Anyone else, a wrong access_hash, a wrong kind of location and a file that does not exist all get the same
-400 FILE_ID_INVALID, so a probe learns nothing. A reader with a file_reference that is not the file's current one
-gets 400 FILE_REFERENCE_EXPIRED (core.telegram.org/api/file_reference: refetch the message for a fresh one).
+Access (``readable``, ``locate``): a file is read by its uploader, by its readers (the users a message carrying it
+was sent to) and, for a channel's post, by the channel's members now (asked of the message service with
+files.memberOf, the answer trusted for ``member_ttl`` seconds). Anyone else, a wrong access_hash, a wrong kind of
+location and a file that does not exist all get the same 400 FILE_ID_INVALID, so a probe learns nothing. A reader
+with a file_reference that is not the file's current one gets 400 FILE_REFERENCE_EXPIRED
+(core.telegram.org/api/file_reference: refetch the message for a fresh one).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,13 +41,14 @@ import anyio
 from prometheus_client import Counter
 
 from mtproto.tl import api
+from mtproto.tl.internal.functions import files as files_fn
 from mtproto.tl.internal.functions import media as media_fn
 from mtproto.tl.internal.types import media as media_types
 from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import Reader, TLDecodeError, TLFunction
 from services.common import db
 from services.common.config import MediaConfig
-from services.common.rpc import RpcError
+from services.common.rpc import Caller, RpcError
 from services.common.service import Result
 from services.media import assembly, store
 from services.media.blobs import LocalBlobs
@@ -59,6 +62,7 @@ WINDOW = 1024 * 1024  # getFile never crosses a 1 MiB boundary
 HASH_CHUNK = 128 * 1024  # getFileHashes: one SHA-256 per 128 KiB (the CDN's chunk size)
 MAX_READERS = 200_000  # readers one attach may name (a big group's members)
 MAX_NAME = 255
+MEMBER_CACHE = 100_000  # (user, channel) answers remembered at most; beyond, forgotten all at once
 
 RECEIVED = Counter("mtlab_media_received_bytes_total", "Part bytes accepted (staged)")
 SENT = Counter("mtlab_media_sent_bytes_total", "File bytes sent by upload.getFile")
@@ -74,9 +78,26 @@ class Media:
     pool: db.Pool
     blobs: LocalBlobs
     clock: Callable[[], float] = field(default=time.time)
+    #: The message service (files.memberOf for channels' files, files.inUse for the release); None: not
+    #: configured, so a channel's file is read only by its readers by name and nothing is released.
+    messages: Caller | None = None
+    #: (user, channel) -> until when the message service's "a member" answer is trusted (``member_ttl``).
+    members: dict[tuple[int, int], float] = field(default_factory=dict)
 
-    async def txn(self, name: str, fn: Callable[[db.Connection], Awaitable[T]]) -> T:
-        return await db.run_txn(self.pool, f"media.{name}", fn, retries=self.config.txn_retries)
+    async def txn(self, name: str, fn: Callable[[db.Connection], Awaitable[T]], *, durable: bool = True) -> T:
+        """``fn`` in one named transaction; ``durable=False``: the commit does not wait for the WAL flush (for
+        writes a server crash may lose harmlessly: a staged part's row)."""
+        prelude = "" if durable else "SET LOCAL synchronous_commit TO off"
+        return await db.run_txn(self.pool, f"media.{name}", fn, retries=self.config.txn_retries, prelude=prelude)
+
+    async def read(self, name: str, fn: Callable[[db.Connection], Awaitable[T]]) -> T:
+        """``fn``, one SELECT, without BEGIN and COMMIT around it: one statement is a transaction by itself, so
+        this is one round trip instead of three (a download asks this for every part it reads)."""
+        started = time.perf_counter()
+        async with self.pool.acquire() as con:
+            result = await fn(con)
+        db.TXN_SECONDS.labels(f"media.{name}").observe(time.perf_counter() - started)
+        return result
 
 
 def _me(ctx: rpc.Context) -> int:
@@ -143,25 +164,28 @@ async def save_part(deps: Media, me: int, file_id: int, number: int, data: bytes
     now = deps.clock()
 
     async def txn(con: db.Connection) -> int | None:
+        # Three statements while the upload's row is locked (the parts of one upload wait for each other here).
         u = await store.create_upload(con, me, file_id, big, total, now)
         if u.assembled_id is not None or u.big != big or u.total_parts != total:
             raise RpcError(400, "FILE_PARTS_INVALID")  # a file_id reused, or the kind or part count changed
-        old = await store.part(con, me, file_id, number)
+        state = await store.part_state(con, me, file_id, number)
+        old = state.old
         check_sizes(u, number, size)
-        stored, staged, in_flight = await store.usage(con, me)
         grown = size - (old.size if old else 0)
-        if stored + staged + grown > cfg.quota_bytes:
+        if state.stored + state.staged + grown > cfg.quota_bytes:
             raise RpcError(400, "MEDIA_QUOTA_EXCEEDED")
-        if old is None and in_flight + 1 > cfg.parts_in_flight:
+        if old is None and state.in_flight + 1 > cfg.parts_in_flight:
             raise RpcError(400, "UPLOAD_PARTS_TOO_MANY")
         u.bytes += grown
         u.parts += 0 if old else 1
-        await store.put_part(con, me, file_id, store.PartRow(number, size, token))
-        await store.save_upload(con, u, now)
+        await store.save_part(con, u, store.PartRow(number, size, token), now)
         return old.token if old else None
 
-    # The limits are checked (and the part recorded) before a byte is written: a refused part costs no disk.
-    previous = await deps.txn("save_part", txn)
+    # The limits are checked (and the part recorded) before a byte is written: a refused part costs no disk. Not
+    # durable: the commit does not wait for the WAL flush. A part row a server crash loses is as good as a staged
+    # part file a crash cut short (part files are not fsynced either): assembly finds the part missing and the
+    # client sends it again. The assembly's commit, which makes a file, is durable.
+    previous = await deps.txn("save_part", txn, durable=False)
     await anyio.to_thread.run_sync(deps.blobs.write_part, me, file_id, number, token, data)
     if previous is not None:
         await anyio.to_thread.run_sync(deps.blobs.drop_part, me, file_id, number, previous)
@@ -205,21 +229,53 @@ def render(deps: Media, f: FileRow, sizes: list[SizeRow]) -> api.types.TypeMessa
         size=f.size, dc_id=deps.config.dc_id, attributes=assembly.decode_attributes(f.attributes)))
 
 
-async def _existing(deps: Media, me: int, kind: int, ref: Any, readers: Iterable[int]) -> FileRow:
-    """A stored file sent again (inputMediaDocument / inputMediaPhoto): the caller must be able to read it."""
+async def member_of_any(deps: Media, ctx: rpc.Context, channels: list[int]) -> bool:
+    """Whether the caller is a member of one of ``channels`` now (the message service says; a yes is trusted for
+    ``member_ttl`` seconds, so a download of many parts asks once)."""
+    me = _me(ctx)
+    if not channels or deps.messages is None:
+        return False
+    now = deps.clock()
+    if any(deps.members.get((me, c), 0.0) > now for c in channels):
+        return True
+    query = files_fn.MemberOf(channel_ids=channels)
+    answer = query.read_result(Reader(await deps.messages.call(query.to_bytes(), ctx)))
+    if len(deps.members) > MEMBER_CACHE:
+        deps.members.clear()
+    for c in answer.channel_ids:
+        deps.members[(me, c)] = now + deps.config.member_ttl
+    return bool(answer.channel_ids)
+
+
+async def readable(deps: Media, ctx: rpc.Context, file_id: int) -> FileRow | None:
+    """The file, when the caller may read it: its uploader, a reader by name, or a member of a channel that
+    posted it. None when it does not exist or they may not: the callers answer both the same way."""
+    me = _me(ctx)
+    found = await deps.read("access", lambda con: store.access(con, file_id, me))
+    if found is None:
+        return None
+    if found.named or await member_of_any(deps, ctx, found.channels):
+        return found.file
+    return None
+
+
+async def _existing(deps: Media, ctx: rpc.Context, kind: int, ref: Any, readers: store.Grant) -> FileRow:
+    """A stored file sent again (inputMediaDocument / inputMediaPhoto, a forward): the caller must be able to
+    read it."""
     if not isinstance(ref, (api.types.InputDocument, api.types.InputPhoto)):
         raise RpcError(400, "MEDIA_EMPTY")
+    f = await readable(deps, ctx, ref.id)
+    if f is None or f.kind != kind or f.access_hash != ref.access_hash:
+        raise RpcError(400, "MEDIA_INVALID")
+    if f.file_reference != ref.file_reference:
+        raise RpcError(400, "FILE_REFERENCE_EXPIRED")
 
-    async def txn(con: db.Connection) -> FileRow:
-        f = await store.readable(con, ref.id, me)
-        if f is None or f.kind != kind or f.access_hash != ref.access_hash:
-            raise RpcError(400, "MEDIA_INVALID")
-        if f.file_reference != ref.file_reference:
-            raise RpcError(400, "FILE_REFERENCE_EXPIRED")
-        await store.add_readers(con, f.id, readers)
-        return f
+    async def txn(con: db.Connection) -> None:
+        if not await store.grant(con, f.id, readers):
+            raise RpcError(400, "MEDIA_INVALID")  # released since it was read above: no message carries it
 
-    return await deps.txn("attach_existing", txn)
+    await deps.txn("attach_existing", txn)
+    return f
 
 
 async def attach(deps: Media, ctx: rpc.Context, q: media_fn.Attach) -> media_types.Attached:
@@ -230,7 +286,8 @@ async def attach(deps: Media, ctx: rpc.Context, q: media_fn.Attach) -> media_typ
         media = Reader(q.media).read_object()
     except TLDecodeError:
         raise RpcError(400, "MEDIA_INVALID") from None
-    readers = [r for r in q.readers if r != me]
+    readers = store.Grant(users=tuple(r for r in q.readers if r != me), channel_id=q.channel_id,
+                          held_at=deps.clock() if q.held else None)
     if isinstance(media, api.types.InputMediaUploadedDocument):
         if len(media.mime_type) > MAX_NAME:
             raise RpcError(400, "MEDIA_INVALID")
@@ -239,9 +296,9 @@ async def attach(deps: Media, ctx: rpc.Context, q: media_fn.Attach) -> media_typ
     elif isinstance(media, api.types.InputMediaUploadedPhoto):
         f = await assembly.store_upload(deps, me, media.file, readers, photo=True)
     elif isinstance(media, api.types.InputMediaDocument):
-        f = await _existing(deps, me, DOCUMENT, media.id, readers)
+        f = await _existing(deps, ctx, DOCUMENT, media.id, readers)
     elif isinstance(media, api.types.InputMediaPhoto):
-        f = await _existing(deps, me, PHOTO, media.id, readers)
+        f = await _existing(deps, ctx, PHOTO, media.id, readers)
     else:
         raise RpcError(400, "MEDIA_INVALID")
     sizes = await deps.txn("attach_sizes", lambda con: store.sizes(con, f.id)) if f.kind == PHOTO else []
@@ -259,8 +316,8 @@ class Located:
     mime_type: str
 
 
-async def locate(deps: Media, me: int, location: api.types.TypeInputFileLocation) -> Located:
-    """The bytes a location names, if ``me`` may read them (see the module docstring for the errors)."""
+async def locate(deps: Media, ctx: rpc.Context, location: api.types.TypeInputFileLocation) -> Located:
+    """The bytes a location names, if the caller may read them (see the module docstring for the errors)."""
     if isinstance(location, api.types.InputDocumentFileLocation):
         kind = DOCUMENT
     elif isinstance(location, api.types.InputPhotoFileLocation):
@@ -268,11 +325,8 @@ async def locate(deps: Media, me: int, location: api.types.TypeInputFileLocation
     else:
         raise RpcError(400, "LOCATION_INVALID")
 
-    async def txn(con: db.Connection) -> tuple[FileRow | None, list[SizeRow]]:
-        f = await store.readable(con, location.id, me)
-        return f, (await store.sizes(con, location.id) if f is not None and f.kind == PHOTO else [])
-
-    f, sizes = await deps.txn("locate", txn)
+    f = await readable(deps, ctx, location.id)
+    sizes = await deps.read("locate", lambda con: store.sizes(con, location.id)) if f and f.kind == PHOTO else []
     if f is None or f.kind != kind or f.access_hash != location.access_hash:
         raise RpcError(400, "FILE_ID_INVALID")
     if f.file_reference != location.file_reference:
@@ -310,9 +364,8 @@ def check_window(offset: int, limit: int, precise: bool) -> None:
 
 
 async def get_file(deps: Media, ctx: rpc.Context, q: api.functions.upload.GetFile) -> api.types.upload.File:
-    me = _me(ctx)
     check_window(q.offset, q.limit, bool(q.precise))
-    found = await locate(deps, me, q.location)
+    found = await locate(deps, ctx, q.location)
     data = b""
     if q.offset < found.size:
         data = await anyio.to_thread.run_sync(deps.blobs.read, found.sha256, q.offset, q.limit)
@@ -325,10 +378,9 @@ async def get_file(deps: Media, ctx: rpc.Context, q: api.functions.upload.GetFil
 async def get_file_hashes(deps: Media, ctx: rpc.Context,
                           q: api.functions.upload.GetFileHashes) -> list[api.types.FileHash]:
     """SHA-256 of each 128 KiB chunk of the 1 MiB window from ``offset`` (rounded down to a chunk)."""
-    me = _me(ctx)
     if q.offset < 0:
         raise RpcError(400, "OFFSET_INVALID")
-    found = await locate(deps, me, q.location)
+    found = await locate(deps, ctx, q.location)
     start = q.offset - q.offset % HASH_CHUNK
     if start >= found.size:
         return []

@@ -8,15 +8,21 @@ opens the blob store (``MTLAB_MEDIA_DIR``, default ``<data dir>/media``), deleti
 
 - internal RPC on ``rpc_port``: ``upload.saveFilePart``, ``saveBigFilePart``, ``getFile``, ``getFileHashes`` (the
   gateways route ``upload.*`` here) and ``media.attach`` (the message service's);
-- the sweeper (sweep.py), every ``sweep_interval`` seconds;
+- the sweeper (sweep.py), every ``sweep_interval`` seconds: expired uploads, files no message carries any more
+  (release.py), orphaned blobs;
 - ``/metrics`` and ``/healthz`` on ``metrics_port``: healthy while the main database answers and the store is
   writable.
+
+It calls the message service at ``messages_host``:``messages_port`` (files.memberOf: may a channel's member read
+its file; files.inUse: the release), reconnecting until it answers; without one, a channel's file is read only by
+its readers by name and nothing is released.
 
 SIGINT/SIGTERM stop it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -26,6 +32,7 @@ import anyio
 from services.common import db, service
 from services.common.config import DataConfig, MediaConfig, data_config, media_config
 from services.common.migrations import migrate
+from services.common.rpc import RpcClient
 from services.media import sweep
 from services.media.blobs import LocalBlobs
 from services.media.handlers import METHODS, Media
@@ -56,9 +63,13 @@ async def main(config: MediaConfig, data: DataConfig) -> None:
         async def sweeper() -> None:
             await sweep.run(deps)
 
-        await service.serve("media", service.rpc_server("media", deps, METHODS, log), host=config.host,
-                            rpc_port=config.rpc_port, metrics_port=config.metrics_port, healthy=healthy,
-                            background=[sweeper], log=log)
+        async with contextlib.AsyncExitStack() as clients:
+            if config.messages_host:
+                deps.messages = await clients.enter_async_context(
+                    RpcClient("messages", config.messages_host, config.messages_port))
+            await service.serve("media", service.rpc_server("media", deps, METHODS, log), host=config.host,
+                                rpc_port=config.rpc_port, metrics_port=config.metrics_port, healthy=healthy,
+                                background=[sweeper], log=log)
     finally:
         with anyio.CancelScope(shield=True):
             await pool.close()

@@ -85,51 +85,57 @@ async def upload_for_update(con: Connection, owner: int, file_id: int) -> Upload
 
 async def create_upload(con: Connection, owner: int, file_id: int, big: bool, total: int | None,
                         now: float) -> UploadRow:
-    """The upload row, created if missing (two first parts at once: one creates it, the other finds it), locked."""
-    await con.execute(
+    """The upload row, created if missing (two first parts at once: one creates it, the other finds it), locked:
+    one statement, since an upsert that updates locks the row it returns."""
+    row = await con.fetchrow(
         "INSERT INTO media_uploads (owner_id, file_id, big, total_parts, touched_at) VALUES ($1, $2, $3, $4, $5) "
-        "ON CONFLICT DO NOTHING", owner, file_id, big, total, now)
-    row = await upload_for_update(con, owner, file_id)
-    if row is None:  # deleted between the two statements (the sweeper): the caller's retry creates it again
-        raise asyncpg.SerializationError("upload vanished")
-    return row
+        "ON CONFLICT (owner_id, file_id) DO UPDATE SET touched_at = excluded.touched_at RETURNING *",
+        owner, file_id, big, total, now)
+    if row is None:  # an upsert with RETURNING always returns its row
+        raise RuntimeError("media_uploads upsert returned nothing")
+    return _upload(row)
 
 
-async def save_upload(con: Connection, u: UploadRow, now: float) -> None:
+@dataclass(frozen=True)
+class PartState:
+    """What a new part is checked against, read in one statement under the upload's lock: the part of the same
+    number sent before (a resend), and the owner's usage (bytes stored, bytes staged, parts staged)."""
+
+    old: PartRow | None
+    stored: int
+    staged: int
+    in_flight: int
+
+
+async def part_state(con: Connection, owner: int, file_id: int, number: int) -> PartState:
+    r = await con.fetchrow(
+        "SELECT p.size, p.token, "
+        "       (SELECT coalesce(sum(size), 0) FROM media_files WHERE owner_id = $1) AS stored, "
+        "       (SELECT coalesce(sum(bytes), 0) FROM media_uploads WHERE owner_id = $1) AS staged, "
+        "       (SELECT coalesce(sum(parts), 0) FROM media_uploads WHERE owner_id = $1) AS in_flight "
+        "FROM (SELECT 1) AS one LEFT JOIN media_upload_parts p ON p.owner_id = $1 AND p.file_id = $2 AND p.part = $3",
+        owner, file_id, number)
+    if r is None:  # one row always
+        raise RuntimeError("part_state returned nothing")
+    old = PartRow(number, r["size"], r["token"]) if r["size"] is not None else None
+    return PartState(old, int(r["stored"]), int(r["staged"]), int(r["in_flight"]))
+
+
+async def save_part(con: Connection, u: UploadRow, p: PartRow, now: float) -> None:
+    """The part's row (replacing a resent part's) and the upload's new state, in one statement."""
     await con.execute(
+        "WITH part AS (INSERT INTO media_upload_parts (owner_id, file_id, part, size, token) "
+        "              VALUES ($1, $2, $9, $10, $11) ON CONFLICT (owner_id, file_id, part) "
+        "              DO UPDATE SET size = excluded.size, token = excluded.token) "
         "UPDATE media_uploads SET part_size = $3, last_part = $4, last_size = $5, parts = $6, bytes = $7, "
         "touched_at = $8 WHERE owner_id = $1 AND file_id = $2",
-        u.owner_id, u.file_id, u.part_size, u.last_part, u.last_size, u.parts, u.bytes, now)
-
-
-async def part(con: Connection, owner: int, file_id: int, number: int) -> PartRow | None:
-    r = await con.fetchrow("SELECT part, size, token FROM media_upload_parts WHERE owner_id = $1 AND file_id = $2 "
-                           "AND part = $3", owner, file_id, number)
-    return PartRow(r["part"], r["size"], r["token"]) if r is not None else None
-
-
-async def put_part(con: Connection, owner: int, file_id: int, p: PartRow) -> None:
-    await con.execute(
-        "INSERT INTO media_upload_parts (owner_id, file_id, part, size, token) VALUES ($1, $2, $3, $4, $5) "
-        "ON CONFLICT (owner_id, file_id, part) DO UPDATE SET size = excluded.size, token = excluded.token",
-        owner, file_id, p.part, p.size, p.token)
+        u.owner_id, u.file_id, u.part_size, u.last_part, u.last_size, u.parts, u.bytes, now, p.part, p.size, p.token)
 
 
 async def parts(con: Connection, owner: int, file_id: int) -> list[PartRow]:
     rows = await con.fetch("SELECT part, size, token FROM media_upload_parts WHERE owner_id = $1 AND file_id = $2 "
                            "ORDER BY part", owner, file_id)
     return [PartRow(r["part"], r["size"], r["token"]) for r in rows]
-
-
-async def usage(con: Connection, owner: int) -> tuple[int, int, int]:
-    """(bytes stored, bytes staged, parts staged) of one user: what the quotas count."""
-    r = await con.fetchrow(
-        "SELECT (SELECT coalesce(sum(size), 0) FROM media_files WHERE owner_id = $1) AS stored, "
-        "       coalesce(sum(bytes), 0) AS staged, coalesce(sum(parts), 0) AS parts "
-        "FROM media_uploads WHERE owner_id = $1", owner)
-    if r is None:  # an aggregate always returns a row; this is for the type checker
-        return 0, 0, 0
-    return int(r["stored"]), int(r["staged"]), int(r["parts"])
 
 
 async def mark_assembled(con: Connection, owner: int, file_id: int, assembled_id: int, now: float) -> None:
@@ -179,13 +185,23 @@ async def file(con: Connection, file_id: int) -> FileRow | None:
     return _file(r) if r is not None else None
 
 
-async def readable(con: Connection, file_id: int, user_id: int) -> FileRow | None:
-    """The file, when ``user_id`` may read it (its uploader, or a reader); None when it does not exist or they
-    may not: the caller answers both the same way."""
+@dataclass(frozen=True)
+class Access:
+    """What decides whether a user may read a file: whether they are its uploader or a reader by name, else the
+    channels whose members may read it (the caller asks the message service about those)."""
+
+    file: FileRow
+    named: bool
+    channels: list[int]
+
+
+async def access(con: Connection, file_id: int, user_id: int) -> Access | None:
+    """The file and ``user_id``'s standing with it; None when it does not exist."""
     r = await con.fetchrow(
-        "SELECT f.* FROM media_files f WHERE f.id = $1 AND (f.owner_id = $2 OR EXISTS "
-        "(SELECT 1 FROM media_readers r WHERE r.file_id = f.id AND r.user_id = $2))", file_id, user_id)
-    return _file(r) if r is not None else None
+        "SELECT f.*, (f.owner_id = $2 OR EXISTS (SELECT 1 FROM media_readers r WHERE r.file_id = f.id AND "
+        "r.user_id = $2)) AS named, ARRAY(SELECT channel_id FROM media_channel_readers c WHERE c.file_id = f.id "
+        "ORDER BY channel_id) AS channels FROM media_files f WHERE f.id = $1", file_id, user_id)
+    return Access(_file(r), bool(r["named"]), list(r["channels"])) if r is not None else None
 
 
 async def sizes(con: Connection, file_id: int) -> list[SizeRow]:
@@ -197,6 +213,30 @@ async def sizes(con: Connection, file_id: int) -> list[SizeRow]:
 async def add_readers(con: Connection, file_id: int, users: Iterable[int]) -> None:
     await con.executemany("INSERT INTO media_readers (file_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                           [(file_id, u) for u in sorted(set(users))])
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Who a message carrying a file is shown to (media.attach): readers by name, a channel whose members may
+    read it, and ``held_at``, the time of a message's attach (None: messages.uploadMedia, no message yet)."""
+
+    users: tuple[int, ...] = ()
+    channel_id: int | None = None
+    held_at: float | None = None
+
+
+async def grant(con: Connection, file_id: int, g: Grant) -> bool:
+    """Apply ``g`` to the file; False (nothing done) when the file is gone (released meanwhile). The file's row is
+    locked by the first statement, so a release of the same file (``release_unused``) waits or is waited for."""
+    held = await con.fetchval("UPDATE media_files SET held_at = greatest(held_at, $2) WHERE id = $1 RETURNING id",
+                              file_id, g.held_at)
+    if held is None:
+        return False
+    await add_readers(con, file_id, g.users)
+    if g.channel_id is not None:
+        await con.execute("INSERT INTO media_channel_readers (file_id, channel_id) VALUES ($1, $2) "
+                          "ON CONFLICT DO NOTHING", file_id, g.channel_id)
+    return True
 
 
 async def release_file(con: Connection, file_id: int) -> list[bytes]:
@@ -213,6 +253,30 @@ async def release_file(con: Connection, file_id: int) -> list[bytes]:
             await con.execute("DELETE FROM media_blobs WHERE sha256 = $1", sha)
             freed.append(sha)
     return freed
+
+
+# -- release: files no message carries any more (release.py) --------------------------------------------------
+
+
+async def release_candidates(con: Connection, held_before: float, checked_before: float, limit: int) -> list[int]:
+    """Files held by a message only before ``held_before`` and not asked about since ``checked_before``, the
+    longest unasked first."""
+    rows = await con.fetch("SELECT id FROM media_files WHERE held_at < $1 AND checked_at < $2 "
+                           "ORDER BY checked_at, id LIMIT $3", held_before, checked_before, limit)
+    return [int(r["id"]) for r in rows]
+
+
+async def mark_checked(con: Connection, file_ids: list[int], now: float) -> None:
+    await con.execute("UPDATE media_files SET checked_at = $2 WHERE id = ANY($1::bigint[])", file_ids, now)
+
+
+async def release_unused(con: Connection, file_id: int, held_before: float) -> list[bytes] | None:
+    """Release a file no message carries, unless a message named it since ``held_before`` (an attach that
+    committed after the message service was asked): None then; else the blobs now unreferenced."""
+    held_at = await con.fetchval("SELECT held_at FROM media_files WHERE id = $1 FOR UPDATE", file_id)
+    if held_at is None or held_at >= held_before:
+        return None
+    return await release_file(con, file_id)
 
 
 async def blob_known(con: Connection, sha256: bytes) -> bool:

@@ -5,7 +5,8 @@ Every ``sweep_interval`` seconds:
 1. uploads untouched for ``upload_expiry`` seconds (abandoned, or assembled long ago) lose their rows and their
    staged parts; a staging directory without a row (a crash between the row's deletion and the files') goes
    too once it is that old;
-2. blob files that no ``media_blobs`` row names, older than ``orphan_grace``: an assembly that crashed after its
+2. files no message carries any more are released (release.py): their rows go, their blobs lose a reference;
+3. blob files that no ``media_blobs`` row names, older than ``orphan_grace``: an assembly that crashed after its
    rename, an upload whose MD5 did not match, a blob whose last reference was released. The grace protects an
    assembly between its rename and its commit (``LocalBlobs.put`` freshens the file's time when the content was
    already there).
@@ -24,7 +25,7 @@ import anyio
 from prometheus_client import Counter, Gauge
 
 from services.common import db
-from services.media import store
+from services.media import release, store
 
 if TYPE_CHECKING:
     from services.media.handlers import Media
@@ -81,8 +82,12 @@ async def orphans(deps: Media) -> int:
 
 
 async def once(deps: Media) -> tuple[int, int]:
-    """One sweep: (uploads expired, orphaned blobs deleted)."""
+    """One sweep: (uploads expired, orphaned blobs deleted); files released are counted by release.py."""
     expired = await expire_uploads(deps)
+    try:
+        await release.once(deps)
+    except Exception as exc:  # the message service is down: release next time; the rest of the sweep goes on
+        log.warning("release skipped: %s: %s", type(exc).__name__, exc)
     removed = await orphans(deps)
     SWEPT.labels("uploads").inc(expired)
     SWEPT.labels("orphans").inc(removed)

@@ -13,7 +13,9 @@ the channel, written as ``-channel_id``).
 
 Methods: ``channels.createChannel``, ``channels.joinChannel``, ``channels.leaveChannel``, ``channels.getChannels``,
 ``channels.getMessages``, ``channels.readHistory``, ``channels.deleteMessages``, ``messages.getMessagesViews``;
-and through the messages.* methods with a channel peer: ``sendMessage``, ``getHistory``, ``editMessage``.
+and through the messages.* methods with a channel peer: ``sendMessage``, ``getHistory``, ``editMessage``, and
+``sendMedia`` (media.py: the file is made readable by the channel's members, then ``post`` writes it with its
+``media``).
 Errors: CHANNEL_INVALID, CHANNEL_PRIVATE (not a member), CHAT_WRITE_FORBIDDEN (403: not an admin of a broadcast
 channel), CHAT_TITLE_EMPTY, USER_ALREADY_PARTICIPANT, USER_NOT_PARTICIPANT, MESSAGE_DELETE_FORBIDDEN (403).
 """
@@ -64,10 +66,11 @@ class PostRow:
     edit_date: int | None
     views: int
     pts: int
+    media: bytes | None = None  # MessageMedia as TL (services/messages/media.py)
 
 
 _CHANNEL = "id, access_hash, title, about, creator_id, date, broadcast, pts, last_msg_id, participants_count"
-_POST = "channel_id, id, from_id, date, message, entities, action, edit_date, views, pts"
+_POST = "channel_id, id, from_id, date, message, entities, action, edit_date, views, pts, media"
 
 
 def _channel(r: Any) -> ChannelRow:
@@ -77,7 +80,8 @@ def _channel(r: Any) -> ChannelRow:
 def _post(r: Any) -> PostRow:
     return PostRow(r["channel_id"], r["id"], r["from_id"], r["date"], r["message"],
                    bytes(r["entities"]) if r["entities"] is not None else None,
-                   bytes(r["action"]) if r["action"] is not None else None, r["edit_date"], r["views"], r["pts"])
+                   bytes(r["action"]) if r["action"] is not None else None, r["edit_date"], r["views"], r["pts"],
+                   bytes(r["media"]) if r["media"] is not None else None)
 
 
 async def load(con: db.Connection, shard: int, channel_id: int, *, lock: bool = False) -> ChannelRow | None:
@@ -111,8 +115,8 @@ async def _log(con: db.Connection, shard: int, channel_id: int, pts: int, pts_co
 async def _insert_post(con: db.Connection, shard: int, p: PostRow, random_id: int | None) -> None:
     await con.execute(
         "INSERT INTO channel_messages (shard, channel_id, id, from_id, date, message, entities, action, views, "
-        "random_id, pts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", shard, p.channel_id, p.id,
-        p.from_id, p.date, p.message, p.entities, p.action, p.views, random_id, p.pts)
+        "random_id, pts, media) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", shard, p.channel_id,
+        p.id, p.from_id, p.date, p.message, p.entities, p.action, p.views, random_id, p.pts, p.media)
 
 
 # -- rendering ----------------------------------------------------------------------------------------------
@@ -133,8 +137,8 @@ def render_post(p: PostRow, c: ChannelRow, *, viewer: int) -> api.types.TypeMess
                                         peer_id=peer, date=p.date, action=render.action(p.action))
     return api.types.Message(id=p.id, out=p.from_id == viewer, post=c.broadcast, from_id=author, peer_id=peer,
                              date=p.date, message=p.message, entities=render.decode_entities(p.entities),
-                             views=p.views if c.broadcast else None, forwards=0 if c.broadcast else None,
-                             edit_date=p.edit_date)
+                             media=render.media(p.media), views=p.views if c.broadcast else None,
+                             forwards=0 if c.broadcast else None, edit_date=p.edit_date)
 
 
 # -- resolving ----------------------------------------------------------------------------------------------
@@ -264,20 +268,35 @@ async def leave_channel(deps: Messages, ctx: rpc.Context, q: api.functions.chann
     return await _updates(deps, me, left, [api.types.UpdateChannel(channel_id=c.id)])
 
 
+def _check_poster(c: ChannelRow, my_role: str | None) -> None:
+    if my_role is None:
+        raise RpcError(400, "CHANNEL_PRIVATE")
+    if c.broadcast and my_role == "member":
+        raise RpcError(403, "CHAT_WRITE_FORBIDDEN")
+
+
+async def may_post(deps: Messages, me: int, c: ChannelRow) -> None:
+    """Refuse unless ``me`` may post to ``c`` (sendMedia asks before it makes a file readable by the channel;
+    ``post`` asks again in its own transaction)."""
+    _check_poster(c, await _role(deps, me, c))
+
+
+async def _role(deps: Messages, me: int, c: ChannelRow) -> str | None:
+    shard = deps.shards.for_chat(c.id)
+    return await deps.txn(shard, "channel_role", lambda con: role(con, shard, c.id, me))
+
+
 async def post(deps: Messages, me: int, c: ChannelRow, text: str, entities: bytes | None,
-               random_id: int) -> api.types.Updates:
-    """messages.sendMessage to a channel: one row and one log entry on the channel's shard."""
+               random_id: int, media: bytes | None = None) -> api.types.Updates:
+    """messages.sendMessage (or sendMedia, with ``media``) to a channel: one row and one log entry on the channel's
+    shard."""
     if random_id == 0:
         raise RpcError(400, "RANDOM_ID_INVALID")
     shard = deps.shards.for_chat(c.id)
     date = deps.now()
 
     async def txn(con: db.Connection) -> tuple[ChannelRow, PostRow]:
-        my_role = await role(con, shard, c.id, me)
-        if my_role is None:
-            raise RpcError(400, "CHANNEL_PRIVATE")
-        if c.broadcast and my_role == "member":
-            raise RpcError(403, "CHAT_WRITE_FORBIDDEN")
+        _check_poster(c, await role(con, shard, c.id, me))
         old = await con.fetchrow(f"SELECT {_POST} FROM channel_messages WHERE shard = $1 AND "  # noqa: S608
                                  "channel_id = $2 AND from_id = $3 AND random_id = $4", shard, c.id, me, random_id)
         if old is not None:
@@ -285,7 +304,7 @@ async def post(deps: Messages, me: int, c: ChannelRow, text: str, entities: byte
             assert now is not None  # noqa: S101 - it has a post
             return now, _post(old)
         last_id, pts = await _advance(con, shard, c.id, messages=1, pts=1)
-        p = PostRow(c.id, last_id, me, date, text, entities, None, None, 1 if c.broadcast else 0, pts)
+        p = PostRow(c.id, last_id, me, date, text, entities, None, None, 1 if c.broadcast else 0, pts, media)
         await _insert_post(con, shard, p, random_id)
         now = await load(con, shard, c.id)
         assert now is not None  # noqa: S101 - locked by _advance
@@ -408,6 +427,24 @@ async def delete_messages(deps: Messages, ctx: rpc.Context,
     if count:
         await deps.notify_channel(c.id, pts)
     return api.types.messages.AffectedMessages(pts=pts, pts_count=count)
+
+
+async def member_of(deps: Messages, user_id: int, channel_ids: Sequence[int]) -> list[int]:
+    """The channels of ``channel_ids`` that ``user_id`` is a member of now: what the media service asks
+    (files.memberOf) before a channel's file is read by someone it was not sent to by name."""
+    by_shard: dict[int, list[int]] = {}
+    for channel_id in sorted(set(channel_ids)):
+        by_shard.setdefault(deps.shards.for_chat(channel_id), []).append(channel_id)
+    found: list[int] = []
+    for shard, ids in sorted(by_shard.items()):
+
+        async def txn(con: db.Connection, s: int = shard, wanted: list[int] = ids) -> list[int]:
+            rows = await con.fetch("SELECT channel_id FROM channel_members WHERE shard = $1 AND "
+                                   "channel_id = ANY($2::bigint[]) AND user_id = $3", s, wanted, user_id)
+            return [int(r["channel_id"]) for r in rows]
+
+        found.extend(await deps.txn(shard, "channel_member_of", txn))
+    return sorted(found)
 
 
 async def get_channels(deps: Messages, ctx: rpc.Context,

@@ -15,9 +15,11 @@ or a deletion for every other member (outbox.py).
 
 Methods: ``messages.createChat``, ``messages.addChatUser``, ``messages.deleteChatUser``, ``messages.getChats``,
 ``messages.getFullChat``; ``messages.sendMessage`` to an ``inputPeerChat``; history, search, read marks, edits and
-deletions are the box's (handlers.py). Errors: CHAT_ID_INVALID, CHAT_TITLE_EMPTY, USERS_TOO_FEW, USERS_TOO_MUCH,
-USER_ALREADY_PARTICIPANT, USER_NOT_PARTICIPANT, CHAT_ADMIN_REQUIRED (403), RANDOM_ID_INVALID. Not built: read
-receipts for senders, and the creator deleting other members' messages for everyone.
+deletions are the box's (handlers.py); ``messages.sendMedia`` to an ``inputPeerChat`` through media.py, which names
+the members as the file's readers before ``send`` writes the message (``MembersChanged`` if they changed meanwhile).
+Errors: CHAT_ID_INVALID, CHAT_TITLE_EMPTY, USERS_TOO_FEW, USERS_TOO_MUCH, USER_ALREADY_PARTICIPANT,
+USER_NOT_PARTICIPANT, CHAT_ADMIN_REQUIRED (403), RANDOM_ID_INVALID. Not built: read receipts for senders, and the
+creator deleting other members' messages for everyone.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ MAX_MEMBERS = 200
 
 async def post(con: db.Connection, shard: int, c: ChatRow, from_id: int, date: int, *, text: str = "",
                entities: bytes | None = None, action: api.types.TypeMessageAction | None = None,
-               random_id: int | None = None, to: list[int] | None = None) -> int:
+               random_id: int | None = None, to: list[int] | None = None, media: bytes | None = None) -> int:
     """One group message (the group's row locked), and a delivery to each of ``to`` (default: every member)."""
     row = await con.fetchrow("UPDATE chats SET last_msg_id = last_msg_id + 1 WHERE shard = $1 AND id = $2 "
                              "RETURNING last_msg_id", shard, c.id)
@@ -49,12 +51,12 @@ async def post(con: db.Connection, shard: int, c: ChatRow, from_id: int, date: i
     msg_id = int(row["last_msg_id"])
     action_bytes = action.to_bytes() if action is not None else None
     await con.execute("INSERT INTO chat_messages (shard, chat_id, id, from_id, date, message, entities, action, "
-                      "random_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", shard, c.id, msg_id, from_id, date,
-                      text, entities, action_bytes, random_id)
+                      "random_id, media) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", shard, c.id, msg_id,
+                      from_id, date, text, entities, action_bytes, random_id, media)
     for member in (to if to is not None else c.member_ids):
         await store.add_outbox(con, shard, -c.id, msg_id, "chat_deliver", member, {
             "chat_id": c.id, "chat_msg_id": msg_id, "from_id": from_id, "date": date, "message": text,
-            "entities": outbox.b64(entities), "action": outbox.b64(action_bytes)})
+            "entities": outbox.b64(entities), "action": outbox.b64(action_bytes), "media": outbox.b64(media)})
     return msg_id
 
 
@@ -67,7 +69,7 @@ async def _own_copy(deps: Messages, me: int, chat_id: int, chat_msg_id: int) -> 
     return found[0]
 
 
-async def _answer(deps: Messages, me: int, c: ChatRow, chat_msg_id: int,
+async def answer(deps: Messages, me: int, c: ChatRow, chat_msg_id: int,
                   random_id: int | None = None) -> api.types.Updates:
     await outbox.drain(deps, deps.shards.for_chat(c.id), -c.id)
     mine = await _own_copy(deps, me, c.id, chat_msg_id)
@@ -122,10 +124,10 @@ async def create_chat(deps: Messages, ctx: rpc.Context,
         return c, msg_id
 
     c, msg_id = await deps.txn(shard, "chat_create", txn)
-    return api.types.messages.InvitedUsers(updates=await _answer(deps, me, c, msg_id), missing_invitees=[])
+    return api.types.messages.InvitedUsers(updates=await answer(deps, me, c, msg_id), missing_invitees=[])
 
 
-async def _member_of(deps: Messages, me: int, chat_id: int) -> ChatRow:
+async def member_of(deps: Messages, me: int, chat_id: int) -> ChatRow:
     shard = deps.shards.for_chat(chat_id)
     c = await deps.txn(shard, "chat_get", lambda con: load(con, shard, chat_id))
     if c is None or me not in c.member_ids:
@@ -156,7 +158,7 @@ async def add_chat_user(deps: Messages, ctx: rpc.Context,
         return c, await post(con, shard, c, me, date, action=api.types.MessageActionChatAddUser(users=[user]))
 
     c, msg_id = await deps.txn(shard, "chat_add_user", txn)
-    return api.types.messages.InvitedUsers(updates=await _answer(deps, me, c, msg_id), missing_invitees=[])
+    return api.types.messages.InvitedUsers(updates=await answer(deps, me, c, msg_id), missing_invitees=[])
 
 
 async def delete_chat_user(deps: Messages, ctx: rpc.Context,
@@ -186,13 +188,31 @@ async def delete_chat_user(deps: Messages, ctx: rpc.Context,
                              to=everyone)
 
     c, msg_id = await deps.txn(shard, "chat_delete_user", txn)
-    return await _answer(deps, me, c, msg_id)
+    return await answer(deps, me, c, msg_id)
 
 
 async def send_to(deps: Messages, me: int, chat_id: int, q: api.functions.messages.SendMessage) -> api.types.Updates:
-    if q.random_id == 0:
-        raise RpcError(400, "RANDOM_ID_INVALID")
     text = handlers._text(deps, q.message)
+    c, msg_id = await send(deps, me, chat_id, q.random_id, text, render.encode_entities(q.entities))
+    return await answer(deps, me, c, msg_id, q.random_id)
+
+
+class MembersChanged(Exception):
+    """The group's members are no longer those the media's readers were named for (media.py names the newcomers
+    and sends again)."""
+
+    def __init__(self, members: set[int]) -> None:
+        super().__init__(f"members now {sorted(members)}")
+        self.members = members
+
+
+async def send(deps: Messages, me: int, chat_id: int, random_id: int, text: str, entities: bytes | None,
+               media: bytes | None = None, *, readers: set[int] | None = None) -> tuple[ChatRow, int]:
+    """A member's message to the group (sendMessage, or sendMedia with ``media``): the group as it was when the
+    message was written (its members are who it was delivered to) and the message's id in the group. With
+    ``readers`` (who may read the media), ``MembersChanged`` when a member is not among them: nothing written."""
+    if random_id == 0:
+        raise RpcError(400, "RANDOM_ID_INVALID")
     shard = deps.shards.for_chat(chat_id)
     date = deps.now()
 
@@ -201,15 +221,17 @@ async def send_to(deps: Messages, me: int, chat_id: int, q: api.functions.messag
         if c is None or me not in c.member_ids:
             raise RpcError(400, "CHAT_ID_INVALID")
         old = await con.fetchval("SELECT id FROM chat_messages WHERE shard = $1 AND chat_id = $2 AND from_id = $3 "
-                                 "AND random_id = $4", shard, chat_id, me, q.random_id)
+                                 "AND random_id = $4", shard, chat_id, me, random_id)
         if old is not None:
             return c, int(old)  # a resend: answered with the first send's message
-        return c, await post(con, shard, c, me, date, text=text, entities=render.encode_entities(q.entities),
-                             random_id=q.random_id)
+        if readers is not None and not set(c.member_ids) <= readers:
+            raise MembersChanged(set(c.member_ids))
+        return c, await post(con, shard, c, me, date, text=text, entities=entities, random_id=random_id,
+                             media=media)
 
     c, msg_id = await deps.txn(shard, "chat_send", txn)
     handlers.SENT.labels("group").inc()
-    return await _answer(deps, me, c, msg_id, q.random_id)
+    return c, msg_id
 
 
 async def get_chats(deps: Messages, ctx: rpc.Context, q: api.functions.messages.GetChats) -> api.types.messages.Chats:
@@ -228,7 +250,7 @@ async def get_chats(deps: Messages, ctx: rpc.Context, q: api.functions.messages.
 async def get_full_chat(deps: Messages, ctx: rpc.Context,
                         q: api.functions.messages.GetFullChat) -> api.types.messages.ChatFull:
     me = _me(ctx)
-    c = await _member_of(deps, me, q.chat_id)
+    c = await member_of(deps, me, q.chat_id)
     participants: list[api.types.TypeChatParticipant] = [
         api.types.ChatParticipantCreator(user_id=u) if u == c.creator_id
         else api.types.ChatParticipant(user_id=u, inviter_id=inviter, date=date) for u, inviter, date in c.members]

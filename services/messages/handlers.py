@@ -270,8 +270,11 @@ async def send_message(deps: Messages, ctx: rpc.Context,
                                             entities=render.decode_entities(m.entities))
 
 
-async def forward_messages(deps: Messages, ctx: rpc.Context,
-                           q: api.functions.messages.ForwardMessages) -> api.types.TypeUpdates:
+async def forward_messages(deps: Messages, ctx: rpc.Context, q: api.functions.messages.ForwardMessages, *,
+                           share: Callable[[list[MessageRow], tuple[int, int]], Awaitable[None]] | None = None,
+                           ) -> api.types.TypeUpdates:
+    """Copies of the caller's messages sent on to ``to_peer``. ``share`` is called with the messages and the
+    target before anything is written: media.py makes their files readable by the target there."""
     me = _me(ctx)
     if not q.id:
         raise RpcError(400, "MESSAGE_IDS_EMPTY")
@@ -284,6 +287,8 @@ async def forward_messages(deps: Messages, ctx: rpc.Context,
     by_id = {m.id: m for m in found if (m.peer_type, m.peer_id) == source}
     if any(i not in by_id for i in q.id):
         raise RpcError(400, "MESSAGE_ID_INVALID")
+    if share is not None:
+        await share([by_id[i] for i in q.id], target)
     drafts = []
     for msg_id, random_id in zip(q.id, q.random_id, strict=True):
         m = by_id[msg_id]

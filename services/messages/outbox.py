@@ -118,7 +118,7 @@ async def _apply_chat_deliver(con: Connection, shard: int, row: OutboxRow) -> No
     out = p["from_id"] == target
     m = MessageRow(owner_id=target, id=last_id, peer_type=CHAT, peer_id=p["chat_id"], from_id=p["from_id"], out=out,
                    date=p["date"], message=p["message"], entities=unb64(p["entities"]), action=unb64(p["action"]),
-                   origin_user=-p["chat_id"], origin_id=p["chat_msg_id"], pts=pts)
+                   media=unb64(p.get("media")), origin_user=-p["chat_id"], origin_id=p["chat_msg_id"], pts=pts)
     await store.write_message(con, shard, m, render.new_message(m, pts), unread=0 if out else 1)
 
 

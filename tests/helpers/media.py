@@ -8,10 +8,12 @@ bytes-in, bytes-out path the internal RPC server uses, with a clock the test mov
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,7 @@ class MediaLab:
         self.root = root
         self.clock = Clock()
         self.config = MediaConfig(dir=str(root), **config)
+        self.to_media: InProcess | None = None  # media_and_messages: the message service's link to this one
 
     async def __aenter__(self) -> MediaLab:
         self.pool = await db.create_pool(self.dsn, max_size=8)
@@ -153,3 +156,40 @@ def media_process(tmp: Path, postgres_dsn: str, redis_url: str, **env: str) -> S
             "MTLAB_MEDIA_RPC_PORT": str(rpc_port), "MTLAB_MEDIA_METRICS_PORT": str(metrics_port),
             "MTLAB_MEDIA_DIR": str(tmp / "store"), **env}
     return ServiceProcess("services.media", full, tmp / "media.log", rpc_port, metrics_port)
+
+
+class InProcess:
+    """An RPC client (``services.common.rpc.Caller``) that hands each query's bytes to another service's handlers
+    in this process, as its RPC server would; ``after`` runs once after a call of a given constructor (a test
+    changes the world at that exact point)."""
+
+    def __init__(self, handlers: dict[int, Any]) -> None:
+        self.handlers = handlers
+        self.after: dict[int, Any] = {}
+
+    async def call(self, query: bytes, ctx: Any) -> bytes:
+        constructor = int.from_bytes(query[:4], "little")
+        answer: bytes = await self.handlers[constructor](ctx, query)
+        hook = self.after.pop(constructor, None)
+        if hook is not None:
+            await hook()
+        return answer
+
+
+@contextlib.asynccontextmanager
+async def media_and_messages(dsn: str, root: Path, messages_config: dict[str, Any] | None = None,
+                             **media_config: Any) -> AsyncIterator[tuple[Any, MediaLab]]:
+    """The message service (tests/helpers/messages.py) and the media service in this process, on one database,
+    each calling the other as over internal RPC: sendMedia and forwards reach media.attach, downloads of a channel's
+    file reach files.memberOf, the release reaches files.inUse."""
+    from services.messages import media as messages_media
+    from tests.helpers.messages import MessageLab
+
+    async with MessageLab(dsn, **(messages_config or {})) as messages, MediaLab(dsn, root, **media_config) as media:
+        to_media = InProcess(media.handlers)
+        link = messages_media.MediaLink(messages.deps, to_media)
+        messages.handlers |= {cls.CONSTRUCTOR_ID: rpc_handler("messages_test", link, cls, fn, log)
+                              for cls, fn in messages_media.METHODS.items()}
+        media.deps.messages = InProcess(messages.handlers)
+        media.to_media = to_media
+        yield messages, media

@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
-from mtproto.tl.internal.functions import keys, lab, media, push
+from mtproto.tl.internal.functions import files, keys, lab, media, push
 
 __all__ = [
+    "files",
     "keys",
     "lab",
     "media",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from mtproto.tl.runtime import INT, LONG, VECTOR_HEADER, Reader, TLFunction, TypeRef, register, write_bytes
+from mtproto.tl.runtime import INT, LONG, UINT, VECTOR_HEADER, Reader, TLFunction, TypeRef, register, write_bytes
 
 if TYPE_CHECKING:
     from mtproto.tl.internal.types.media import TypeAttached
@@ -17,25 +17,37 @@ _T_MEDIA_ATTACHED: TypeRef[TypeAttached] = TypeRef("media.Attached", 0x027e5712)
 
 @dataclass(slots=True, kw_only=True)
 class Attach(TLFunction["TypeAttached"]):
-    """``media.attach media:bytes readers:Vector<long> = media.Attached;``"""
+    """
+    ``media.attach flags:# held:flags.1?true media:bytes readers:Vector<long> channel_id:flags.0?long =
+    media.Attached;``
+    """
 
-    CONSTRUCTOR_ID: ClassVar[int] = 0xb975ccbf
+    CONSTRUCTOR_ID: ClassVar[int] = 0xd2b9685b
     TL_NAME: ClassVar[str] = "media.attach"
 
     media: bytes
     readers: list[int]
+    held: bool = False
+    channel_id: int | None = None
 
     def _write_bare(self, out: bytearray) -> None:
+        flags = (2 if self.held else 0) | (1 if self.channel_id is not None else 0)
+        out += UINT.pack(flags)
         write_bytes(out, self.media)
         out += VECTOR_HEADER + INT.pack(len(self.readers))
         for readers_item in self.readers:
             out += LONG.pack(readers_item)
+        if self.channel_id is not None:
+            out += LONG.pack(self.channel_id)
 
     @classmethod
     def _read_bare(cls, r: Reader) -> Attach:
+        flags = r.read_uint()
+        _held = (flags & 2) != 0
         _media = r.read_bytes()
         _readers = r.read_vector(r.read_long, 8)
-        return cls(media=_media, readers=_readers)
+        _channel_id = r.read_long() if flags & 1 else None
+        return cls(held=_held, media=_media, readers=_readers, channel_id=_channel_id)
 
     def read_result(self, r: Reader) -> TypeAttached:
         return r.read_boxed(_T_MEDIA_ATTACHED)

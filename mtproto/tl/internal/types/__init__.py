@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
-from mtproto.tl.internal.types import keys, media, push, rpc
+from mtproto.tl.internal.types import files, keys, media, push, rpc
 
 __all__ = [
+    "files",
     "keys",
     "media",
     "push",
