@@ -32,6 +32,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from mtlab import secretchat
 from mtlab.client import Client, ClientError, Reset, RpcError, TransportKind, Update
 from mtlab.demo import (
     CALL_TIMEOUT,
@@ -67,6 +68,11 @@ HELP = """commands:
   /revoke HASH               sign out the device with this hash (account.resetAuthorization; see /sessions)
   /config                    what help.getConfig says (the DC and its address)
   /ping                      round-trip time of one MTProto ping
+  /secret NAME|PHONE         ask for an end-to-end encrypted chat with this device (messages.requestEncryption)
+  /accept ID                 accept secret chat ID someone asked you for (messages.acceptEncryption)
+  /s TEXT                    send TEXT to the current secret chat, encrypted for their device only
+  /close [ID]                close a secret chat, the current one by default (messages.discardEncryption)
+  /secrets                   the secret chats of this session (mtlab/secretchat.py)
   /help                      this list
   /quit                      leave (so does the end of input)
 anything else is a message to the current peer (messages.sendMessage);
@@ -250,6 +256,7 @@ class Chat:
             return
         self.learn(list(event.users.values()))
         update = event.update
+        await secretchat.on_update(self, update)  # a secret chat's update: secretchat.py says what it means
         if not isinstance(update, (api.types.UpdateNewMessage, api.types.UpdateNewChannelMessage)):
             return
         m = update.message
@@ -540,6 +547,7 @@ COMMANDS: dict[str, Command] = {
     "/add": _add, "/contacts": _contacts, "/to": _to, "/dialogs": _dialogs, "/history": _history, "/edit": _edit,
     "/delete": _delete, "/read": _read, "/search": _search, "/me": _me, "/sessions": _sessions, "/revoke": _revoke,
     "/config": _config, "/ping": _ping, "/help": _help,
+    **secretchat.COMMANDS,
 }
 
 

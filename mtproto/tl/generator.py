@@ -40,6 +40,7 @@ TARGETS = (
     Target("mtproto.tl", "mtproto.tl.mt"),
     Target("api.tl", "mtproto.tl.api"),
     Target("internal.tl", "mtproto.tl.internal"),
+    Target("secret.tl", "mtproto.tl.secret"),
 )
 
 #: Handled by the runtime by hand, never generated.
@@ -332,8 +333,10 @@ class _Generator:
         head.append("")
         if not combinators:
             # Only namespaces below this one (internal.tl has no root constructors): re-export them.
+            # (secret.tl has no functions at all: an empty module, so ``functions`` exists in every package.)
             pkg = f"{self.package}.{'functions' if is_function else 'types'}"
-            lines = [banner(self.source).rstrip("\n"), *head, *import_line(pkg, children), "", "__all__ = ["]
+            reexports = [*import_line(pkg, children), ""] if children else []
+            lines = [banner(self.source).rstrip("\n"), *head, *reexports, "__all__ = ["]
             return "\n".join([*lines, *(f'    "{c}",' for c in sorted(children)), "]"]) + "\n"
         head.append("from dataclasses import dataclass")
         typing_names = ["ClassVar"]

@@ -23,7 +23,7 @@ import asyncpg
 from prometheus_client import Counter, Histogram
 
 from mtproto.tl.internal.types import rpc
-from mtproto.tl.runtime import INT, VECTOR_HEADER, TLDecodeError, TLFunction, TLObject, write_bool
+from mtproto.tl.runtime import INT, LONG, VECTOR_HEADER, TLDecodeError, TLFunction, TLObject, write_bool
 from services.common import redis as redis_
 from services.common.config import ConfigError
 from services.common.http import serve_http
@@ -56,13 +56,15 @@ def _metrics_for(service: str) -> tuple[Histogram, Counter]:
 
 
 def serialize(result: Result) -> bytes:
-    """A handler's answer as TL bytes: an object, a ``Vector<T>`` of objects, or a ``Bool``."""
+    """A handler's answer as TL bytes: an object, a ``Vector<T>`` of objects or of ints (written as longs: the
+    API's bare vectors of numbers are ``Vector<long>``, e.g. messages.receivedQueue), or a ``Bool``."""
     if isinstance(result, bool):
         out = bytearray()
         write_bool(out, result)
         return bytes(out)
     if isinstance(result, list):
-        return VECTOR_HEADER + INT.pack(len(result)) + b"".join(item.to_bytes() for item in result)
+        return VECTOR_HEADER + INT.pack(len(result)) + b"".join(
+            LONG.pack(item) if isinstance(item, int) else item.to_bytes() for item in result)
     return result.to_bytes()
 
 

@@ -34,7 +34,7 @@ from services.common.config import MessagesConfig
 from services.common.redis import Redis, RedisError
 from services.common.rpc import RpcError
 from services.common.service import Result
-from services.messages import chats, outbox, render, store
+from services.messages import chats, outbox, render, secret_store, store
 from services.messages.store import CHAT, USER, MessageRow, OutboxRow
 from shard_db import Shards
 
@@ -535,8 +535,12 @@ async def get_state(deps: Messages, ctx: rpc.Context, q: api.functions.updates.G
     me = _me(ctx)
     shard = deps.shards.for_user(me)
 
-    pts, unread = await deps.txn(shard, "get_state", lambda con: store.pts_and_unread(con, shard, me))
-    return api.types.updates.State(pts=pts, qts=0, date=deps.now(), seq=0, unread_count=unread)
+    async def txn(con: db.Connection) -> tuple[int, int, int]:
+        pts, unread = await store.pts_and_unread(con, shard, me)
+        return pts, unread, await secret_store.current_qts(con, shard, me, ctx.auth_key_id)  # qts is per device
+
+    pts, unread, qts = await deps.txn(shard, "get_state", txn)
+    return api.types.updates.State(pts=pts, qts=qts, date=deps.now(), seq=0, unread_count=unread)
 
 
 Method = Callable[[Messages, rpc.Context, Any], Awaitable[Result]]

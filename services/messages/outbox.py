@@ -18,7 +18,8 @@ B's shard can be down, or two processes can both try. The rules that make that s
 
 The kinds: ``deliver`` (a new message for the target's box), ``edit``, ``delete`` (for everyone) and ``read``
 (the target's messages up to an id were read). Each ``apply_*`` is one transaction on the target's shard and
-appends the matching update to the target's log.
+appends the matching update to the target's log. secret_store.py adds the secret chats' ``secret_request``,
+``secret_accept`` and ``secret_discard``, whose updates go to device qts queues instead, pushed after the commit.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter, Gauge
 
 from services.common.db import Connection
-from services.messages import render, store
+from services.messages import render, secret_store, store
 from services.messages.store import CHANNEL, CHAT, USER, MessageRow, OutboxRow
 
 if TYPE_CHECKING:
@@ -189,16 +190,22 @@ async def apply(deps: Messages, row: OutboxRow) -> bool:
     """Apply one row on its target's shard; False when it had been applied before."""
     shard = deps.shards.for_user(row.target_id)
 
-    async def txn(con: Connection) -> bool:
+    async def txn(con: Connection) -> list[secret_store.Queued] | None:
         if not await store.claim_applied(con, shard, row.id):
-            return False
+            return None
+        if row.kind in secret_store.APPLY:  # a secret chat's change: updates for device queues, not the log
+            return await secret_store.APPLY[row.kind](con, shard, row)
         await APPLY[row.kind](con, shard, row)
-        return True
+        return []
 
-    applied = await deps.shards.txn(shard, f"messages.outbox_{row.kind}", txn)
+    queued = await deps.shards.txn(shard, f"messages.outbox_{row.kind}", txn)
+    applied = queued is not None
     APPLIED.labels(row.kind, "applied" if applied else "duplicate").inc()
     if row.kind in FAN_OUT:
         await drain(deps, shard, -row.target_id)  # the group's rows for its members (also after a duplicate)
+    elif queued:
+        for q in queued:
+            await deps.relay(q.user_id, q.update, auth_key_id=q.auth_key_id)
     elif applied:
         await deps.notify(row.target_id)
     return applied

@@ -33,14 +33,14 @@ from services.common.config import (
     shard_config,
 )
 from services.common.rpc import RpcClient, RpcServer
-from services.messages import channels, contacts, groups, handlers, media, outbox
+from services.messages import channels, contacts, groups, handlers, media, outbox, secret
 from services.messages.handlers import Messages
 from shard_db import Shards, prepare
 
 log = logging.getLogger("mtlab.messages")
 
 #: Every method this service answers; channels.py takes over the messages.* methods whose peer may be a channel.
-METHODS = handlers.METHODS | contacts.METHODS | groups.METHODS | channels.METHODS
+METHODS = handlers.METHODS | contacts.METHODS | groups.METHODS | channels.METHODS | secret.METHODS
 
 
 async def sweeper(deps: Messages, interval: float, batch: int) -> None:

@@ -12,6 +12,12 @@ a push) sends the pts it has; the answer is what came after, in order:
   to ask from next. New messages go in ``new_messages``, everything else in ``other_updates``, with the users and
   chats they name.
 
+Secret chats have their own sequence, qts, kept per device (the auth key of the call): each device's queue of
+updateNewEncryptedMessage and updateEncryption (services/messages/secret_store.py) until messages.receivedQueue
+acknowledges it. ``updates.getState`` answers the device's qts; ``getDifference`` also returns the queued updates
+after ``q.qts`` (encrypted messages in ``new_encrypted_messages``, updateEncryption first in ``other_updates``) and
+the qts reached in ``state.qts``.
+
 A channel's difference is the same over the channel's log (``updates.channelDifference`` with ``final`` when it
 reaches the channel's pts, ``channelDifferenceEmpty`` when there is nothing, ``channelDifferenceTooLong`` with the
 newest posts when the client is too far behind).
@@ -31,7 +37,7 @@ from services.common import db, users
 from services.common.config import UpdatesConfig
 from services.common.rpc import RpcError
 from services.common.service import Result
-from services.messages import channels, chats, store
+from services.messages import channels, chats, secret_store, store
 from services.messages.channels import ChannelRow
 from shard_db import Shards
 
@@ -68,6 +74,20 @@ def _split(bodies: Iterable[bytes]) -> tuple[list[api.types.TypeMessage], list[a
         elif isinstance(update, api.types.TypeUpdate):
             others.append(update)
     return messages, others
+
+
+def _split_qts(bodies: Iterable[bytes]) -> tuple[list[api.types.TypeEncryptedMessage], list[api.types.TypeUpdate]]:
+    """A device's queued secret-chat updates as a difference carries them: the encrypted messages (without
+    their qts, which ``state.qts`` sums up), and the other updates (updateEncryption) in order."""
+    encrypted: list[api.types.TypeEncryptedMessage] = []
+    others: list[api.types.TypeUpdate] = []
+    for body in bodies:
+        update = Reader(body).read_object()
+        if isinstance(update, api.types.UpdateNewEncryptedMessage):
+            encrypted.append(update.message)
+        elif isinstance(update, api.types.TypeUpdate):
+            others.append(update)
+    return encrypted, others
 
 
 def _peers_named(messages: list[api.types.TypeMessage],
@@ -130,8 +150,12 @@ async def get_state(deps: Updates, ctx: rpc.Context, q: api.functions.updates.Ge
     me = _me(ctx)
     shard = deps.shards.for_user(me)
 
-    pts, unread = await deps.shards.txn(shard, "updates.get_state", lambda con: store.pts_and_unread(con, shard, me))
-    return api.types.updates.State(pts=pts, qts=0, date=deps.now(), seq=0, unread_count=unread)
+    async def txn(con: db.Connection) -> tuple[int, int, int]:
+        pts, unread = await store.pts_and_unread(con, shard, me)
+        return pts, unread, await secret_store.current_qts(con, shard, me, ctx.auth_key_id)
+
+    pts, unread, qts = await deps.shards.txn(shard, "updates.get_state", txn)
+    return api.types.updates.State(pts=pts, qts=qts, date=deps.now(), seq=0, unread_count=unread)
 
 
 async def get_difference(deps: Updates, ctx: rpc.Context,
@@ -139,35 +163,45 @@ async def get_difference(deps: Updates, ctx: rpc.Context,
     me = _me(ctx)
     if q.pts < 0:
         raise RpcError(400, "PERSISTENT_TIMESTAMP_INVALID")
+    if q.qts < 0:
+        raise RpcError(400, "QTS_INVALID")
     limit = min(q.pts_total_limit or q.pts_limit or deps.config.difference_limit, deps.config.difference_limit)
     shard = deps.shards.for_user(me)
+    key = ctx.auth_key_id  # qts is per device: its secret chats' queue
 
-    async def txn(con: db.Connection) -> tuple[int, int, list[tuple[int, bytes]]]:
+    async def txn(con: db.Connection) -> tuple[int, int, list[tuple[int, bytes]], int, list[tuple[int, bytes]]]:
         current, unread = await store.pts_and_unread(con, shard, me)
+        current_qts = await secret_store.current_qts(con, shard, me, key)
+        queued = await secret_store.queue_after(con, shard, me, key, q.qts, limit)
         if q.pts >= current or current - q.pts > deps.config.too_long:
-            return current, unread, []
-        return current, unread, [(pts, body) for pts, _, body in await store.updates_after(con, shard, me, q.pts,
-                                                                                             limit)]
+            return current, unread, [], current_qts, queued
+        logged = [(pts, body) for pts, _, body in await store.updates_after(con, shard, me, q.pts, limit)]
+        return current, unread, logged, current_qts, queued
 
-    current, unread, rows = await deps.shards.txn(shard, "updates.get_difference", txn)
+    current, unread, rows, current_qts, queued = await deps.shards.txn(shard, "updates.get_difference", txn)
     date = deps.now()
     if q.pts > current:
         # The client claims a pts the server never gave out (a wiped database, a client bug): start over from now.
         return api.types.updates.DifferenceTooLong(pts=current)
-    if q.pts == current:
+    if q.pts == current and not queued:
         return api.types.updates.DifferenceEmpty(date=date, seq=0)
     if current - q.pts > deps.config.too_long:
         return api.types.updates.DifferenceTooLong(pts=current)
     messages, others = _split(body for _, body in rows)
+    encrypted, secret_others = _split_qts(body for _, body in queued)
     chat_list, user_list = await _objects(deps, me, *_peers_named(messages, others))
     reached = rows[-1][0] if rows else q.pts
-    state = api.types.updates.State(pts=reached, qts=0, date=date, seq=0, unread_count=unread)
-    if reached < current:
-        return api.types.updates.DifferenceSlice(new_messages=messages, new_encrypted_messages=[],
-                                                 other_updates=others, chats=chat_list, users=user_list,
-                                                 intermediate_state=state)
-    return api.types.updates.Difference(new_messages=messages, new_encrypted_messages=[], other_updates=others,
-                                        chats=chat_list, users=user_list, state=state)
+    # The queue keeps what the device has not acknowledged (receivedQueue drops a prefix), so with nothing queued
+    # after q.qts the device is at the current qts.
+    reached_qts = queued[-1][0] if queued else current_qts
+    state = api.types.updates.State(pts=reached, qts=reached_qts, date=date, seq=0, unread_count=unread)
+    if reached < current or reached_qts < current_qts:
+        return api.types.updates.DifferenceSlice(new_messages=messages, new_encrypted_messages=encrypted,
+                                                 other_updates=secret_others + others, chats=chat_list,
+                                                 users=user_list, intermediate_state=state)
+    return api.types.updates.Difference(new_messages=messages, new_encrypted_messages=encrypted,
+                                        other_updates=secret_others + others, chats=chat_list, users=user_list,
+                                        state=state)
 
 
 async def get_channel_difference(deps: Updates, ctx: rpc.Context, q: api.functions.updates.GetChannelDifference
