@@ -168,6 +168,9 @@ class Chat:
         self.phones: dict[int, str] = {}  # user id -> number, as contacts.* show it (other answers leave it out)
         self.peer: api.types.User | None = None
         self.failure: ClientError | None = None  # why the session ended, if the connection did it
+        # (peer, text) of what this device is sending: the stream shows our own sends too (the SDK turns the
+        # answer into an update), and only the ones from the user's other devices are news here.
+        self.sending: list[tuple[int, str]] = []
 
     async def call(self, query: Any) -> Any:
         result, _ = await timed(self.client, query)
@@ -241,6 +244,7 @@ class Chat:
         peer = self.current()
         if peer is None:
             return
+        self.sending.append((peer.id, text))
         sent, ms = await timed(self.client, api.functions.messages.SendMessage(
             peer=input_peer(peer), message=text, random_id=random_id()))
         self.say(f"sent #{sent.id} to {display_name(peer)} ({ms:.0f} ms)")
@@ -260,7 +264,14 @@ class Chat:
         if not isinstance(update, (api.types.UpdateNewMessage, api.types.UpdateNewChannelMessage)):
             return
         m = update.message
-        if not isinstance(m, api.types.Message) or m.out:
+        if not isinstance(m, api.types.Message):
+            return
+        if m.out:  # sent by this user: from this device (said already), or from another one (news)
+            to = m.peer_id.user_id if isinstance(m.peer_id, api.types.PeerUser) else None
+            if to is not None and (to, m.message) in self.sending:
+                self.sending.remove((to, m.message))
+            elif to is not None:
+                self.console.notice(f"[you, on another device, to {self.name(to)}] {m.message}")
             return
         forwarded = "(forwarded) " if m.fwd_from is not None else ""
         if isinstance(m.from_id, api.types.PeerUser) and m.from_id.user_id not in self.users:

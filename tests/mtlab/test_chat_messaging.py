@@ -232,3 +232,40 @@ def test_demo_messages_between_alice_and_bob(stack: Stack) -> None:
     at = [position(lines, text) for text in expected]
     assert at == sorted(at), done.stdout
     assert "exchanged 3 messages" in lines[-1]
+
+
+def test_two_devices_each_live_and_a_secret_chat(stack: Stack) -> None:
+    """The issue's "done when": two users in `mtlab chat` on two devices each see each other's messages live, and
+    two of those devices open a secret chat whose messages reach only the device that accepted it."""
+    a1, a2 = ChatProcess(stack, "9996641101", "Alice Two"), ChatProcess(stack, "9996641101", "Alice Two")
+    b1, b2 = ChatProcess(stack, "9996652102", "Bob Two"), ChatProcess(stack, "9996652102", "Bob Two")
+    chats = (a1, a2, b1, b2)
+    try:
+        for c in chats:
+            c.expect("signed in; /help")
+        a1.run("/add 9996652102 Bob", "plain lines now go to Bob Two")
+        b1.run("/add 9996641101 Alice", "plain lines now go to Alice Two")
+        a1.run("hello from Alice's first device", "sent #")
+        for c in (b1, b2):
+            c.expect("hello from Alice's first device")
+        a2.expect("hello from Alice's first device")  # her own other device sees what she sent
+        b1.run("and hello from Bob", "sent #")
+        for c in (a1, a2, b2):
+            c.expect("and hello from Bob")
+
+        a1.run("/secret Bob", "asked Bob Two for secret chat")
+        request = b2.expect("asks for a secret chat: /accept")
+        b1.expect("asks for a secret chat: /accept")  # every device of Bob is asked
+        chat_id = request.rsplit("/accept ", 1)[1].strip(" )")
+        b2.run(f"/accept {chat_id}", f"secret chat {chat_id} with")
+        a1.expect(f"secret chat {chat_id} with Bob Two is open")
+        a1.run("/s whispered words", "sent to secret chat")
+        b2.expect("[secret Alice Two] whispered words")
+        b2.run("/s whispered back", "sent to secret chat")
+        a1.expect("[secret Bob Two] whispered back")
+        assert "whispered words" not in b1.output  # the device that did not accept is not in the chat
+        for c in chats:
+            assert c.quit() == 0
+    finally:
+        for c in chats:
+            c.kill()
