@@ -191,6 +191,9 @@ def test_a_restarted_client_catches_up_from_its_session_file(stack: Stack, tmp_p
             await account.sign_in_or_up(b.invoke, bob_phone, bob_code, first_name="Bob")
             async with Client(config(stack, session_file=session)) as a, anyio.create_task_group() as tg:
                 alice = await account.sign_in_or_up(a.invoke, alice_phone, alice_code, first_name="Alice")
+                # The state first: a message committed before getState is history, not an update (CI caught
+                # the race when the stream started it lazily after Bob's send)
+                await a.start_updates()
                 stream = Stream(a)
                 tg.start_soon(stream.read)
                 await b.invoke(send("before", alice))
