@@ -90,25 +90,21 @@ def _split_qts(bodies: Iterable[bytes]) -> tuple[list[api.types.TypeEncryptedMes
     return encrypted, others
 
 
-def _peers_named(messages: list[api.types.TypeMessage],
-                 others: list[api.types.TypeUpdate]) -> tuple[set[int], set[int], set[int]]:
-    """The user, basic-group and channel ids the client needs objects for."""
+def peers_named(messages: list[Any], others: list[Any]) -> tuple[set[int], set[int], set[int]]:
+    """The user, basic-group and channel ids the client needs objects for: of the messages (a difference's
+    new_messages) and of the updates (any update, and the message one carries). push.py uses it too."""
     user_ids: set[int] = set()
     chat_ids: set[int] = set()
     channel_ids: set[int] = set()
     peers: list[Any] = []
-    for m in messages:
+    carried = [m for u in others if (m := getattr(u, "message", None)) is not None and not isinstance(m, str)]
+    for m in [*messages, *carried]:
         peers += [getattr(m, "peer_id", None), getattr(m, "from_id", None)]
-        fwd = getattr(m, "fwd_from", None)
-        peers.append(getattr(fwd, "from_id", None))
+        peers.append(getattr(getattr(m, "fwd_from", None), "from_id", None))
     for u in others:
         peers.append(getattr(u, "peer", None))
-        if isinstance(u, (api.types.UpdateChannel, api.types.UpdateReadChannelInbox,
-                          api.types.UpdateDeleteChannelMessages)):
+        if isinstance(getattr(u, "channel_id", None), int):
             channel_ids.add(u.channel_id)
-        message = getattr(u, "message", None)
-        if message is not None:
-            peers += [getattr(message, "peer_id", None), getattr(message, "from_id", None)]
     for p in peers:
         if isinstance(p, api.types.PeerUser):
             user_ids.add(p.user_id)
@@ -189,7 +185,7 @@ async def get_difference(deps: Updates, ctx: rpc.Context,
         return api.types.updates.DifferenceTooLong(pts=current)
     messages, others = _split(body for _, body in rows)
     encrypted, secret_others = _split_qts(body for _, body in queued)
-    chat_list, user_list = await _objects(deps, me, *_peers_named(messages, others))
+    chat_list, user_list = await _objects(deps, me, *peers_named(messages, others))
     reached = rows[-1][0] if rows else q.pts
     # The queue keeps what the device has not acknowledged (receivedQueue drops a prefix), so with nothing queued
     # after q.qts the device is at the current qts.
@@ -234,7 +230,7 @@ async def get_channel_difference(deps: Updates, ctx: rpc.Context, q: api.functio
     if c.pts - q.pts > deps.config.too_long:
         raise RpcError(400, "PERSISTENT_TIMESTAMP_OUTDATED")  # the client reloads the channel's history
     messages, others = _split(body for _, body in rows)
-    user_ids, chat_ids, channel_ids = _peers_named(messages, others)
+    user_ids, chat_ids, channel_ids = peers_named(messages, others)
     chat_list, user_list = await _objects(deps, me, user_ids, chat_ids, channel_ids | {channel_id})
     reached = rows[-1][0]
     return api.types.updates.ChannelDifference(final=reached >= c.pts, pts=reached, new_messages=messages,

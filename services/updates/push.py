@@ -55,6 +55,7 @@ from services.common import db, users
 from services.common.redis import Redis, RedisError
 from services.common.rpc import RpcError
 from services.messages import channels, chats
+from services.updates.difference import peers_named
 from shard_db import Shards
 
 log = logging.getLogger("mtlab.updates.push")
@@ -196,26 +197,7 @@ def _short(update: Any, date: int) -> api.types.TypeUpdates | None:
 
 def _peers(updates: list[Any]) -> tuple[set[int], set[int], set[int]]:
     """User, basic-group and channel ids named by these updates (for the objects a container carries)."""
-    user_ids: set[int] = set()
-    chat_ids: set[int] = set()
-    channel_ids: set[int] = set()
-    found: list[Any] = []
-    for u in updates:
-        found.append(getattr(u, "peer", None))
-        if hasattr(u, "channel_id"):
-            channel_ids.add(u.channel_id)
-        m = getattr(u, "message", None)
-        if m is not None and not isinstance(m, str):
-            found += [getattr(m, "peer_id", None), getattr(m, "from_id", None)]
-            found.append(getattr(getattr(m, "fwd_from", None), "from_id", None))
-    for p in found:
-        if isinstance(p, api.types.PeerUser):
-            user_ids.add(p.user_id)
-        elif isinstance(p, api.types.PeerChat):
-            chat_ids.add(p.chat_id)
-        elif isinstance(p, api.types.PeerChannel):
-            channel_ids.add(p.channel_id)
-    return user_ids, chat_ids, channel_ids
+    return peers_named([], updates)
 
 
 # -- the pusher ---------------------------------------------------------------------------------------------
