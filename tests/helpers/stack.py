@@ -118,6 +118,14 @@ class Stack:
         return json.loads((self.data_dir / "supervisor.json").read_text())
 
 
+def kill_and_wait(stack: Stack, service: str) -> None:
+    """SIGKILL a service of the stack and wait until the supervisor has it running and healthy again."""
+    before = stack.endpoint(service)
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_for(f"{service} to be restarted", lambda: (now := stack.endpoint(service))["pid"] not in (
+        None, before["pid"]) and now["healthy"], timeout=60)
+
+
 def _force_clean(data_dir: Path) -> None:
     """Whatever a test left: stop it. `mtlab down` first (the normal way), then kill what still runs."""
     with contextlib.suppress(Exception):

@@ -6,9 +6,7 @@ subscription comes back."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +19,7 @@ from mtlab.client import Client, ClientConfig, account
 from mtproto.tl import api
 from tests.helpers.auth import fresh_test_number
 from tests.helpers.client import public_pem
-from tests.helpers.stack import Stack, new_stack, wait_for
+from tests.helpers.stack import Stack, kill_and_wait, new_stack, wait_for
 
 F = api.functions.messages
 
@@ -68,11 +66,6 @@ def metric(stack: Stack, service: str, name: str) -> float:
     return float(found.group(1))
 
 
-def kill_and_wait(stack: Stack, service: str) -> None:
-    before = stack.endpoint(service)
-    os.kill(before["pid"], signal.SIGKILL)
-    wait_for(f"{service} to be restarted", lambda: (now := stack.endpoint(service))["pid"] not in (
-        None, before["pid"]) and now["healthy"], timeout=60)
 
 
 def test_pushes_survive_the_updates_service_redis_and_a_gateway(stack: Stack) -> None:

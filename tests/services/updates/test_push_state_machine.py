@@ -13,8 +13,6 @@ Each step drives real processes, so the examples are few and short; a failure is
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -31,7 +29,7 @@ from mtproto.tl import api
 from tests.helpers.auth import fresh_test_number
 from tests.helpers.client import public_pem
 from tests.helpers.proxy import Proxy
-from tests.helpers.stack import Stack, new_stack, wait_for
+from tests.helpers.stack import Stack, kill_and_wait, new_stack
 
 DEVICES = 3
 RECONNECT: dict[str, Any] = {"reconnect": True, "reconnect_attempts": 100_000, "reconnect_delay": 0.05,
@@ -47,11 +45,6 @@ def stack() -> Iterator[Stack]:
         yield s
 
 
-def kill_and_wait(stack: Stack, service: str) -> None:
-    before = stack.endpoint(service)
-    os.kill(before["pid"], signal.SIGKILL)
-    wait_for(f"{service} to be restarted", lambda: (now := stack.endpoint(service))["pid"] not in (
-        None, before["pid"]) and now["healthy"], timeout=60)
 
 
 class Device:
