@@ -142,7 +142,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "media":
         from mtlab.bench.media import media_report
 
-        return media_report(size=(8 if args.quick else 30) * 1024 * 1024, as_json=args.json)
+        runs = args.runs if args.runs is not None else 1 if args.quick else 3
+        if runs < 1:
+            print("mtlab bench media: --runs must be at least 1", file=sys.stderr)
+            return 2
+        return media_report(size=(8 if args.quick else 30) * 1024 * 1024, runs=runs, as_json=args.json)
     print(f"unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
 
@@ -317,13 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["crypto", "messages", "media", "fanout"],
                        help="crypto: IGE, message encryption, handshake cost; messages: private messages per second "
                        "through the message service (in-process, over internal RPC, through the gateway) next to "
-                       "pgbench doing the same writes, send latency p50/p99; media: upload and download MB/s of a "
-                       "30 MiB file through the gateway next to raw IGE, peak RSS of the media service and gateway; "
+                       "pgbench doing the same writes, send latency p50/p99; media: upload, store and download MB/s of "
+                       "a 30 MiB file through the gateway next to raw IGE, the CPU each process spent, peak RSS of "
+                       "the media service and gateway; "
                        "fanout: live push through the whole stack, send-to-receive latency p50/p99 between two "
                        "online users at idle and under load, and a channel post to 10,000 online subscriber "
                        "sessions (time until the last has it, gateway and updates service CPU)")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (noisier, for smoke tests); messages: "
-                       "3 s phases; media: an 8 MiB file; fanout: 50 samples, 2000 subscribers")
+                       "3 s phases; media: an 8 MiB file, one run; fanout: 50 samples, 2000 subscribers")
+    bench.add_argument("--runs", type=int, default=None, metavar="N",
+                       help="media: round trips of the file; the best and the median are reported (default 3)")
     bench.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                        help="messages: seconds each phase measures (default 10)")
     bench.add_argument("--clients", type=int, default=16, metavar="N",
@@ -350,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from services.common.memory import tune_allocator
+
+    tune_allocator()  # the SDK's file transfers make big buffers too (services/common/memory.py)
     args = build_parser().parse_args(argv)
     if getattr(args, "data_dir", "unset") is None:
         from mtlab.supervisor import default_data_dir

@@ -60,7 +60,9 @@ def msg_key_large(auth_key: bytes, plaintext_with_padding: bytes, *, from_client
     """SHA256(auth_key[88+x : 120+x] + plaintext_with_padding): 32 bytes, the source of msg_key and quick-ack."""
     _check_auth_key(auth_key)
     x = _x(from_client)
-    return sha256(auth_key[88 + x : 120 + x] + plaintext_with_padding).digest()
+    h = sha256(auth_key[88 + x : 120 + x])
+    h.update(plaintext_with_padding)  # not ``key + plaintext``: that would copy a message of up to 1 MiB first
+    return h.digest()
 
 
 def msg_key(auth_key: bytes, plaintext_with_padding: bytes, *, from_client: bool) -> bytes:

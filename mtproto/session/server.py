@@ -52,8 +52,11 @@ class _Skip(Enum):
 
     DUPLICATE = "duplicate"
 
-#: Outgoing content-related messages kept for msg_resend_req until the client acks them.
+#: Outgoing content-related messages kept for msg_resend_req until the client acks them: at most this many, and
+#: at most ``RESEND_BYTES`` of them, so that answers of a megabyte each (file chunks, which the client would
+#: rather ask for again: upload.getFile is idempotent) cannot pile up to 256 MiB in one session.
 RESEND_MEMORY = 256
+RESEND_BYTES = 1024 * 1024
 
 
 # -- events -------------------------------------------------------------------------------------------------
@@ -138,6 +141,7 @@ class ServerSession:
         self._queue: list[_Out] = []
         self._acks: list[int] = []
         self._unacked: OrderedDict[int, bytes] = OrderedDict()  # our msg_id -> body, for msg_resend_req
+        self._unacked_bytes = 0
         self._announced = False
 
     # -- input ------------------------------------------------------------------------------------------
@@ -257,7 +261,7 @@ class ServerSession:
         if isinstance(obj, mt.types.MsgsAck):
             ids = obj.msg_ids[:MAX_ACK_IDS]
             for acked in ids:
-                self._unacked.pop(acked, None)
+                self._forget(acked)
             events.append(Acked(tuple(ids)))
 
     def _on_ping(self, msg_id: int, obj: TLObject, now: float, events: list[Event]) -> None:
@@ -283,7 +287,7 @@ class ServerSession:
         ids = obj.msg_ids[:MAX_ACK_IDS]
         if isinstance(obj, mt.types.MsgResendReq) and all(i in self._unacked for i in ids):
             for wanted in ids:  # resent under new msg_ids, never the old ones
-                self._queue.append(_Out(self._unacked.pop(wanted), True, True))
+                self._queue.append(_Out(self._forget(wanted), True, True))
             return
         # msgs_state_req, or a resend request for something forgotten: the state of every id asked about,
         # as a plain message (it acknowledges the request by itself and needs no ack).
@@ -374,9 +378,15 @@ class ServerSession:
         msg_id = self._ids.next(now, 1 if o.response else 3)
         if o.content_related:
             self._unacked[msg_id] = o.body
-            while len(self._unacked) > RESEND_MEMORY:
-                self._unacked.popitem(last=False)
+            self._unacked_bytes += len(o.body)
+            while len(self._unacked) > RESEND_MEMORY or self._unacked_bytes > RESEND_BYTES:
+                self._unacked_bytes -= len(self._unacked.popitem(last=False)[1])
         return Inner(msg_id, self._seq.next(o.content_related), o.body)
+
+    def _forget(self, msg_id: int) -> bytes:
+        body = self._unacked.pop(msg_id, b"")
+        self._unacked_bytes -= len(body)
+        return body
 
 
 _Handler = Callable[[ServerSession, int, TLObject, float, list[Event]], None]

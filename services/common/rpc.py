@@ -22,6 +22,7 @@ auth key, session, layer, trace id, and what the client said in initConnection w
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -33,7 +34,6 @@ from typing import Protocol
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup, TaskStatus
-from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from mtproto.tl.internal.types import rpc
@@ -43,6 +43,9 @@ log = logging.getLogger("mtlab.rpc")
 
 MAX_FRAME = 16 * 1024 * 1024
 _LEN = struct.Struct("<I")
+_RECEIVE = 64 * 1024  # the least asked of the socket per read
+MAX_RECEIVE = 1024 * 1024  # the most: a bigger frame arrives in several reads
+_SEPARATE_HEADER = 64 * 1024  # frames this big are sent without copying them behind their length
 
 Context = rpc.Context
 Handler = Callable[[rpc.Context, bytes], Awaitable[bytes]]
@@ -78,14 +81,53 @@ def constructor_id(query: bytes) -> int:
 async def _write(stream: ByteStream, lock: anyio.Lock, frame: TLObject) -> None:
     data = frame.to_bytes()
     async with lock:
-        await stream.send(_LEN.pack(len(data)) + data)
+        if len(data) < _SEPARATE_HEADER:
+            await stream.send(_LEN.pack(len(data)) + data)
+        else:  # a file part: two writes rather than a copy of up to a megabyte to put 4 bytes in front
+            await stream.send(_LEN.pack(len(data)))
+            await stream.send(data)
 
 
-async def _read(stream: BufferedByteReceiveStream, max_frame: int) -> TLObject:
-    (length,) = _LEN.unpack(await stream.receive_exactly(4))
-    if length > max_frame:
-        raise TLDecodeError(f"internal frame of {length} bytes exceeds {max_frame}")
-    return Reader(await stream.receive_exactly(length), max_unpacked=0).read_object()
+class _Frames:
+    """The frames arriving on a stream, each whole frame copied once.
+
+    The pieces a frame arrives in are kept as they came and joined once the frame is whole (anyio's
+    BufferedByteReceiveStream would copy a frame of a megabyte three times: into its buffer, out of it, and into
+    ``bytes``). A length above ``max_frame`` is refused before its bytes are read."""
+
+    def __init__(self, stream: ByteStream, max_frame: int) -> None:
+        self._stream = stream
+        self._max_frame = max_frame
+        self._pieces: collections.deque[memoryview] = collections.deque()
+        self._size = 0
+
+    async def next(self) -> TLObject:
+        (length,) = _LEN.unpack(await self._take(4))
+        if length > self._max_frame:
+            raise TLDecodeError(f"internal frame of {length} bytes exceeds {self._max_frame}")
+        return Reader(await self._take(length), max_unpacked=0).read_object()
+
+    async def _take(self, n: int) -> bytes:
+        while self._size < n:
+            # EndOfStream at the end, in the middle of a frame too: the caller takes either for the connection's end.
+            data = await self._stream.receive(min(max(n - self._size, _RECEIVE), MAX_RECEIVE))
+            self._pieces.append(memoryview(data))
+            self._size += len(data)
+        out: list[memoryview] = []
+        need = n
+        while need:
+            piece = self._pieces[0]
+            if len(piece) <= need:
+                out.append(self._pieces.popleft())
+                need -= len(piece)
+            else:
+                out.append(piece[:need])
+                self._pieces[0] = piece[need:]
+                need = 0
+        self._size -= n
+        if len(out) == 1 and isinstance(out[0].obj, bytes) and len(out[0]) == len(out[0].obj):
+            return out[0].obj  # a piece that was exactly the frame: no copy at all
+        return b"".join(out)
 
 
 # -- server -------------------------------------------------------------------------------------------------
@@ -114,11 +156,11 @@ class RpcServer:
         lock = anyio.Lock()
         slots = anyio.Semaphore(self.max_in_flight)
         running: dict[int, anyio.CancelScope] = {}
-        reader = BufferedByteReceiveStream(stream)
+        frames = _Frames(stream, self.max_frame)
         async with stream, anyio.create_task_group() as tg:
             while True:
                 try:
-                    frame = await _read(reader, self.max_frame)
+                    frame = await frames.next()
                 except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError):
                     break
                 except TLDecodeError as exc:
@@ -254,10 +296,10 @@ class RpcClient:
             p.done.set()
 
     async def _reader(self, stream: ByteStream) -> None:
-        reader = BufferedByteReceiveStream(stream)
+        frames = _Frames(stream, self.max_frame)
         while True:
             try:
-                frame = await _read(reader, self.max_frame)
+                frame = await frames.next()
             except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, anyio.ClosedResourceError,
                     TLDecodeError):
                 return

@@ -28,6 +28,7 @@ from services.common import redis as redis_
 from services.common.config import ConfigError
 from services.common.http import serve_http
 from services.common.logs import setup as setup_logs
+from services.common.memory import tune_allocator
 from services.common.rpc import Handler, RpcError, RpcServer, StreamHandler, error_label
 
 D = TypeVar("D")
@@ -139,8 +140,10 @@ async def serve(service: str, server: RpcServer, *, host: str, rpc_port: int, me
 
 def run(service: str, main: Callable[..., Awaitable[None]], *configs: Callable[[], Any]) -> None:
     """``python -m services.<service>``: logging set up, each config read (a bad ``MTLAB_*`` value stops the
-    process with a message naming it), then ``main(*configs)`` on asyncio."""
+    process with a message naming it), then ``main(*configs)`` on asyncio, with the C allocator tuned for big
+    buffers (services/common/memory.py)."""
     setup_logs(service)
+    tune_allocator()
     try:
         values = [read() for read in configs]
     except ConfigError as exc:

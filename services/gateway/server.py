@@ -632,7 +632,8 @@ async def _run(config: GatewayConfig, gateway: Gateway, keys: AuthServiceKeyStor
 
 
 def run() -> None:
-    from services.common import logs
+    from services.common import logs, memory
 
     logs.setup("gateway")
+    memory.tune_allocator()  # frames of file parts are big buffers (services/common/memory.py)
     trio.run(main, gateway_config())

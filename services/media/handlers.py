@@ -84,10 +84,14 @@ class Media:
     #: (user, channel) -> until when the message service's "a member" answer is trusted (``member_ttl``).
     members: dict[tuple[int, int], float] = field(default_factory=dict)
 
-    async def txn(self, name: str, fn: Callable[[db.Connection], Awaitable[T]], *, durable: bool = True) -> T:
+    async def txn(self, name: str, fn: Callable[[db.Connection], Awaitable[T]], *, durable: bool = True,
+                  lock: int | None = None) -> T:
         """``fn`` in one named transaction; ``durable=False``: the commit does not wait for the WAL flush (for
-        writes a server crash may lose harmlessly: a staged part's row)."""
+        writes a server crash may lose harmlessly: a staged part's row); ``lock``: an advisory lock taken (and held
+        until the end) in the same round trip as BEGIN."""
         prelude = "" if durable else "SET LOCAL synchronous_commit TO off"
+        if lock is not None:
+            prelude += f"{'; ' if prelude else ''}SELECT pg_advisory_xact_lock({int(lock)})"
         return await db.run_txn(self.pool, f"media.{name}", fn, retries=self.config.txn_retries, prelude=prelude)
 
     async def read(self, name: str, fn: Callable[[db.Connection], Awaitable[T]]) -> T:
@@ -160,16 +164,15 @@ async def save_part(deps: Media, me: int, file_id: int, number: int, data: bytes
         # Whether this part is the last or not, the file is at least (number + 1) * size bytes.
         if (number + 1) * size > min(cfg.small_file_max, cfg.max_file_size):
             raise RpcError(400, "FILE_PARTS_INVALID")  # a file this big must use saveBigFilePart
-    token = secrets.randbits(63)
     now = deps.clock()
 
-    async def txn(con: db.Connection) -> int | None:
-        # Three statements while the upload's row is locked (the parts of one upload wait for each other here).
-        u = await store.create_upload(con, me, file_id, big, total, now)
+    async def txn(con: db.Connection) -> int:
+        # Under the upload's advisory lock (taken with BEGIN): the parts of one upload are checked, and written,
+        # one after the other, while other uploads go on in parallel.
+        state = await store.begin_part(con, me, file_id, number, big, total, now)
+        u, old = state.upload, state.old
         if u.assembled_id is not None or u.big != big or u.total_parts != total:
             raise RpcError(400, "FILE_PARTS_INVALID")  # a file_id reused, or the kind or part count changed
-        state = await store.part_state(con, me, file_id, number)
-        old = state.old
         check_sizes(u, number, size)
         grown = size - (old.size if old else 0)
         if state.stored + state.staged + grown > cfg.quota_bytes:
@@ -178,16 +181,21 @@ async def save_part(deps: Media, me: int, file_id: int, number: int, data: bytes
             raise RpcError(400, "UPLOAD_PARTS_TOO_MANY")
         u.bytes += grown
         u.parts += 0 if old else 1
+        # Its place in the finished file, when known (blobs.py): part 0 is at 0, any other once the part size is.
+        offset = 0 if number == 0 else number * u.part_size if u.part_size is not None else None
+        token = 0 if offset is not None else secrets.randbits(63) or 1
         await store.save_part(con, u, store.PartRow(number, size, token), now)
-        return old.token if old else None
+        # Written before the commit, so a committed part is a written one, and an assembly (which takes the
+        # upload's row lock) never hashes a slot file that a part is being written into.
+        await anyio.to_thread.run_sync(deps.blobs.write_part, me, file_id, number, token, offset or 0, data)
+        return old.token if old is not None and old.token != token else 0
 
     # The limits are checked (and the part recorded) before a byte is written: a refused part costs no disk. Not
-    # durable: the commit does not wait for the WAL flush. A part row a server crash loses is as good as a staged
-    # part file a crash cut short (part files are not fsynced either): assembly finds the part missing and the
-    # client sends it again. The assembly's commit, which makes a file, is durable.
-    previous = await deps.txn("save_part", txn, durable=False)
-    await anyio.to_thread.run_sync(deps.blobs.write_part, me, file_id, number, token, data)
-    if previous is not None:
+    # durable: the commit does not wait for the WAL flush. A part row a server crash loses is as good as a part
+    # the crash kept from being written: assembly finds it missing and the client sends it again. The assembly's
+    # commit, which makes a file, is durable.
+    previous = await deps.txn("save_part", txn, durable=False, lock=store.upload_lock_key(me, file_id))
+    if previous:  # the side file of a copy sent before
         await anyio.to_thread.run_sync(deps.blobs.drop_part, me, file_id, number, previous)
     RECEIVED.inc(size)
     return True

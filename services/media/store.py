@@ -1,12 +1,15 @@
 """The media service's SQL, on the main database (tables in shard_db/migrations/main/005_media.sql).
 
-Every function takes a connection inside a transaction the caller opened (``Media.txn``); none commits. The
-upload row is the lock that orders the parts of one upload: ``upload_for_update`` takes it ``FOR UPDATE``, so two
-parts of the same file arriving at once are checked one after the other, while other uploads go on in parallel.
+Every function takes a connection inside a transaction the caller opened (``Media.txn``); none commits. Two locks
+order the work on one upload while other uploads go on in parallel: the parts of an upload take its advisory lock
+(``upload_lock_key``, with BEGIN) and then its row (``begin_part``), so they are checked and written one after the
+other; an assembly takes the row (``upload_for_update``) for its whole transaction, so no part is written while
+it hashes the upload's bytes. Nothing takes them in the other order.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -34,6 +37,9 @@ class UploadRow:
 
 @dataclass(frozen=True)
 class PartRow:
+    """A staged part: 0 as ``token`` when it is in the upload's slot file (at part * part_size), else the name of
+    the side file it waits in (blobs.py)."""
+
     part: int
     size: int
     token: int
@@ -83,42 +89,47 @@ async def upload_for_update(con: Connection, owner: int, file_id: int) -> Upload
     return _upload(r) if r is not None else None
 
 
-async def create_upload(con: Connection, owner: int, file_id: int, big: bool, total: int | None,
-                        now: float) -> UploadRow:
-    """The upload row, created if missing (two first parts at once: one creates it, the other finds it), locked:
-    one statement, since an upsert that updates locks the row it returns."""
-    row = await con.fetchrow(
-        "INSERT INTO media_uploads (owner_id, file_id, big, total_parts, touched_at) VALUES ($1, $2, $3, $4, $5) "
-        "ON CONFLICT (owner_id, file_id) DO UPDATE SET touched_at = excluded.touched_at RETURNING *",
-        owner, file_id, big, total, now)
-    if row is None:  # an upsert with RETURNING always returns its row
-        raise RuntimeError("media_uploads upsert returned nothing")
-    return _upload(row)
+def upload_lock_key(owner: int, file_id: int) -> int:
+    """The advisory lock that orders the parts of one upload (``begin_part``): 64 bits of a hash of its key. Two
+    uploads that share one (once in 2**64) only wait for each other."""
+    digest = hashlib.blake2b(f"media_upload:{owner}:{file_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 @dataclass(frozen=True)
 class PartState:
-    """What a new part is checked against, read in one statement under the upload's lock: the part of the same
-    number sent before (a resend), and the owner's usage (bytes stored, bytes staged, parts staged)."""
+    """What a new part is checked against: the upload (its row locked), the part of the same number sent before
+    (a resend), and the owner's usage (bytes stored, bytes staged, parts staged)."""
 
+    upload: UploadRow
     old: PartRow | None
     stored: int
     staged: int
     in_flight: int
 
 
-async def part_state(con: Connection, owner: int, file_id: int, number: int) -> PartState:
+async def begin_part(con: Connection, owner: int, file_id: int, number: int, big: bool, total: int | None,
+                     now: float) -> PartState:
+    """The upload row, created if missing, and locked; with everything else the part is checked against.
+
+    One statement, which is right only because the caller already holds the upload's advisory lock
+    (``upload_lock_key``, taken with BEGIN): the statement's snapshot is taken after every earlier part of this
+    upload committed. Without it, a statement that waits for the row lock would still read the other tables as
+    they were before it waited (READ COMMITTED re-reads only the locked row), and miss what that part wrote."""
     r = await con.fetchrow(
-        "SELECT p.size, p.token, "
+        "WITH up AS (INSERT INTO media_uploads (owner_id, file_id, big, total_parts, touched_at) "
+        "            VALUES ($1, $2, $3, $4, $5) "
+        "            ON CONFLICT (owner_id, file_id) DO UPDATE SET touched_at = excluded.touched_at RETURNING *) "
+        "SELECT up.*, p.size AS old_size, p.token AS old_token, "
         "       (SELECT coalesce(sum(size), 0) FROM media_files WHERE owner_id = $1) AS stored, "
         "       (SELECT coalesce(sum(bytes), 0) FROM media_uploads WHERE owner_id = $1) AS staged, "
         "       (SELECT coalesce(sum(parts), 0) FROM media_uploads WHERE owner_id = $1) AS in_flight "
-        "FROM (SELECT 1) AS one LEFT JOIN media_upload_parts p ON p.owner_id = $1 AND p.file_id = $2 AND p.part = $3",
-        owner, file_id, number)
-    if r is None:  # one row always
-        raise RuntimeError("part_state returned nothing")
-    old = PartRow(number, r["size"], r["token"]) if r["size"] is not None else None
-    return PartState(old, int(r["stored"]), int(r["staged"]), int(r["in_flight"]))
+        "FROM up LEFT JOIN media_upload_parts p ON p.owner_id = $1 AND p.file_id = $2 AND p.part = $6",
+        owner, file_id, big, total, now, number)
+    if r is None:  # an upsert with RETURNING always returns its row
+        raise RuntimeError("media_uploads upsert returned nothing")
+    old = PartRow(number, r["old_size"], r["old_token"]) if r["old_size"] is not None else None
+    return PartState(_upload(r), old, int(r["stored"]), int(r["staged"]), int(r["in_flight"]))
 
 
 async def save_part(con: Connection, u: UploadRow, p: PartRow, now: float) -> None:

@@ -244,6 +244,26 @@ def test_msg_resend_req_resends_under_a_new_id(pair: Pair) -> None:
     assert all(m.msg_id != first.msg_id for m in again)
 
 
+def test_unacked_answers_kept_for_resending_are_bounded_in_bytes(pair: Pair) -> None:
+    """Answers of a megabyte (file chunks) the client has not acked yet are not all kept: the oldest go once the
+    session keeps more than RESEND_BYTES, and a resend request for one gets its state instead."""
+    salted(pair)
+    chunk = api.types.upload.File(type=api.types.storage.FilePartial(), mtime=0, bytes=bytes(512 * 1024)).to_bytes()
+    ids = []
+    for _ in range(4):
+        pair.server.send_update(chunk)
+        ids += [open_message(pair.key, p, from_client=False).msg_id for p in pair.server.data_to_send(NOW)]
+    raw(pair, mid(50), 1001, mt.types.MsgResendReq(msg_ids=[ids[0]]).to_bytes())
+    answers = [Reader(b).read_object() for p in pair.server.data_to_send(NOW)
+               for b in _bodies(open_message(pair.key, p, from_client=False).body)]
+    assert any(isinstance(a, mt.types.MsgsStateInfo) for a in answers)  # the first chunk was not kept
+    assert not any(isinstance(a, api.types.upload.File) for a in answers)
+    raw(pair, mid(51), 1003, mt.types.MsgResendReq(msg_ids=[ids[-1]]).to_bytes())
+    again = [Reader(b).read_object() for p in pair.server.data_to_send(NOW)
+             for b in _bodies(open_message(pair.key, p, from_client=False).body)]
+    assert any(isinstance(a, api.types.upload.File) for a in again)  # the newest one is
+
+
 def test_gzip_packed_query_is_unwrapped(pair: Pair) -> None:
     body = gzip_pack(api.functions.help.GetConfig().to_bytes())
     [call] = [e for e in raw(pair, mid(1), 1, body) if isinstance(e, RpcCall)]

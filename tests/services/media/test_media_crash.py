@@ -72,9 +72,11 @@ def _crash_then_recover(service: Any, database: str, store: Path, data: bytes, f
     assert service.wait() == CRASH_EXIT
     blobs = [p for p in (store / "blobs").rglob("*") if p.is_file()]
     temps = list((store / "tmp").iterdir())
+    staged = [p for p in (store / "staging").rglob("*") if p.is_file()]
     if where == "write":
-        # half the bytes were written, to a temp file only: nothing under blobs/
-        assert blobs == [] and len(temps) == 1 and 0 < temps[0].stat().st_size < len(data)
+        # halfway through hashing the staged bytes: nothing under blobs/, nothing to clean up, the upload as it was
+        assert blobs == [] and temps == []
+        assert [p.read_bytes() for p in staged] == [data]
     else:
         # the blob is complete and in place, but no metadata was committed: no file anybody can name
         [blob] = blobs
@@ -99,6 +101,56 @@ def _crash_then_recover(service: Any, database: str, store: Path, data: bytes, f
                                                                          limit=MIB))
 
     anyio.run(again)
-    assert list((store / "tmp").iterdir()) == []  # the restart removed the interrupted temp file
+    assert list((store / "tmp").iterdir()) == []
     assert [p.name for p in (store / "blobs").rglob("*") if p.is_file()] == [hashlib.sha256(data).hexdigest()]
     assert anyio.run(rows, database, "SELECT refs FROM media_blobs") == 1
+
+
+def test_an_orphan_changed_after_a_crash_is_not_trusted(database: str, redis_url: str, tmp_path: Path) -> None:
+    """A crash after the link leaves an orphan blob that shares its bytes with the upload's staged file; a part sent
+    again then changes them. The next upload of the real content must not take that orphan for its blob."""
+    data = os.urandom(2 * MIB)
+    file_id = secrets.randbits(63)
+    store = tmp_path / "store"
+    service = media_process(tmp_path, database, redis_url, MTLAB_MEDIA_CRASH_AT="rename")
+    try:
+        service.start()
+
+        async def crash() -> None:
+            async with RpcClient("media", "127.0.0.1", service.rpc_port) as client:
+                with anyio.fail_after(30):
+                    await client.wait_connected()
+                    for i, part in enumerate(parts_of(data, 512 * KIB)):
+                        await call(client, ALICE, api.functions.upload.SaveFilePart(file_id=file_id, file_part=i,
+                                                                                    bytes=part))
+                    with pytest.raises(ServiceUnavailable):
+                        await attach(client, ALICE, input_file(file_id, data, 512 * KIB), [])
+
+        anyio.run(crash)
+        assert service.wait() == CRASH_EXIT
+        [orphan] = [p for p in (store / "blobs").rglob("*") if p.is_file()]
+        service.start(MTLAB_MEDIA_CRASH_AT="")
+
+        async def change_then_upload_again() -> None:
+            async with RpcClient("media", "127.0.0.1", service.rpc_port) as client:
+                with anyio.fail_after(30):
+                    await client.wait_connected()
+                    await call(client, ALICE, api.functions.upload.SaveFilePart(file_id=file_id, file_part=0,
+                                                                                bytes=os.urandom(512 * KIB)))
+                    assert orphan.read_bytes() != data  # the orphan's bytes changed under its name
+                    other = secrets.randbits(63)
+                    for i, part in enumerate(parts_of(data, 512 * KIB)):
+                        await call(client, BOB, api.functions.upload.SaveFilePart(file_id=other, file_part=i,
+                                                                                  bytes=part))
+                    media = await attach(client, BOB, input_file(other, data, 512 * KIB), [])
+                    got = bytearray()
+                    for offset in range(0, len(data), MIB):
+                        got += (await call(client, BOB, api.functions.upload.GetFile(
+                            location=location(media), offset=offset, limit=MIB))).bytes
+                    assert bytes(got) == data
+
+        anyio.run(change_then_upload_again)
+        blob = store / "blobs" / orphan.relative_to(store / "blobs")
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    finally:
+        service.stop()
