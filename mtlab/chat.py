@@ -25,6 +25,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
@@ -71,6 +72,8 @@ HELP = """commands:
   /secret NAME|PHONE         ask for an end-to-end encrypted chat with this device (messages.requestEncryption)
   /accept ID                 accept secret chat ID someone asked you for (messages.acceptEncryption)
   /s TEXT                    send TEXT to the current secret chat, encrypted for their device only
+  /sfile PATH                send the file at PATH to the current secret chat, encrypted end to end (a file that
+                             arrives in a secret chat is saved in the --downloads folder: the line says where)
   /close [ID]                close a secret chat, the current one by default (messages.discardEncryption)
   /secrets                   the secret chats of this session (mtlab/secretchat.py)
   /help                      this list
@@ -91,6 +94,7 @@ class ChatOptions:
     obfuscated: bool
     websocket: bool = False  # over the gateway's WebSocket port (obfuscated is then required)
     poll: float = 1.0  # 0: do not show incoming messages; any other value: show them as they arrive
+    downloads: Path | None = None  # where files that arrive in secret chats go (None: <data dir>/downloads)
 
 
 class Console:
@@ -162,8 +166,10 @@ class Chat:
     """One signed-in session: who you are, who plain lines go to, and the users answers have shown (each with the
     access hash a query naming them needs)."""
 
-    def __init__(self, client: Client, console: Console, me: api.types.User) -> None:
+    def __init__(self, client: Client, console: Console, me: api.types.User, *,
+                 downloads: Path = Path("downloads")) -> None:
         self.client, self.console, self.me = client, console, me
+        self.downloads = downloads  # where files that arrive in secret chats are saved (secretchat.py)
         self.users: dict[int, api.types.User] = {me.id: me}
         self.phones: dict[int, str] = {}  # user id -> number, as contacts.* show it (other answers leave it out)
         self.peer: api.types.User | None = None
@@ -598,7 +604,7 @@ async def chat(stack: RunningStack, options: ChatOptions, console: Console) -> i
             if me is None:
                 console.say("bye (end of input before signing in)")
                 return 1
-            session = Chat(client, console, me)
+            session = Chat(client, console, me, downloads=options.downloads or stack.data_dir / "downloads")
             live = options.poll > 0
             if live:
                 try:  # where the box stands now (updates.getState): what arrives from here on is shown

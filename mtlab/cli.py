@@ -197,7 +197,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         return 1
     options = chat.ChatOptions(phone=args.phone, code=args.code, name=args.name,
                                transport=TransportKind(args.transport), obfuscated=args.obfuscated or args.websocket,
-                               websocket=args.websocket, poll=args.poll)
+                               websocket=args.websocket, poll=args.poll, downloads=args.downloads)
     if options.obfuscated and options.transport is TransportKind.FULL:
         print("mtlab chat: the full transport has no obfuscated form (and WebSocket needs one)", file=sys.stderr)
         return 2
@@ -231,10 +231,13 @@ def _add_client_commands(sub: Any, add_data_dir: Any) -> None:
                           description="Sign in to the running stack (the code is asked for on stdin unless "
                           "--code gives it; test numbers 99966XYYYY get X five times), then read commands, one "
                           "a line: /add PHONE, /contacts, /to PHONE|@username|NAME, /dialogs, /history, /edit, "
-                          "/delete, /read, /search, /me, /sessions, /revoke, /config, /ping, /help, /quit (/help says "
-                          "more). Any other line is a message to the chosen peer; messages that arrive are printed "
-                          "as they come (pushed; gaps filled with updates.getDifference). Works without a terminal "
-                          "(lines from a pipe); the end of input quits.")
+                          "/delete, /read, /search, /me, /sessions, /revoke, /config, /ping, /help, /quit, and for "
+                          "end-to-end encrypted secret chats /secret NAME|PHONE, /accept ID, /s TEXT, /sfile PATH, "
+                          "/close [ID], /secrets (/help says more). Any other line is a message to the chosen peer; "
+                          "messages that arrive are printed as they come (pushed; gaps filled with "
+                          "updates.getDifference); a file that arrives in a secret chat is decrypted and saved in "
+                          "the --downloads folder, and its line names the path. Works without a terminal (lines "
+                          "from a pipe); the end of input quits.")
     add_data_dir(chat)
     chat.add_argument("--phone", metavar="NUMBER", help="the phone number to sign in with (asked for if missing)")
     chat.add_argument("--code", metavar="DIGITS", help="the login code (asked for on stdin if missing)")
@@ -250,6 +253,9 @@ def _add_client_commands(sub: Any, add_data_dir: Any) -> None:
     chat.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
                       help="0: do not show incoming messages; any other value (default 1): show them as they "
                       "arrive (kept for scripts: messages are pushed, not polled)")
+    chat.add_argument("--downloads", type=Path, metavar="DIR",
+                      help="where files that arrive in secret chats are saved (default: downloads/ in the data "
+                      "directory, e.g. .mtlab/downloads); a name already there gets ' (1)' added, never overwritten")
     chat.set_defaults(func=_cmd_chat)
 
 

@@ -7,16 +7,25 @@ with the session (as a secret chat on a phone is lost with the phone).
     /secret NAME|PHONE   ask someone for a secret chat (their devices are told; one accepts)
     /accept ID           accept a request that arrived here
     /s TEXT              send TEXT to the current secret chat (the last one opened or accepted)
+    /sfile PATH          send the file at PATH to the current secret chat, encrypted end to end
     /close [ID]          close a secret chat (the current one by default)
     /secrets             the secret chats of this session, after looking for what arrived
+
+A file that arrives in a secret chat is downloaded, decrypted and saved at once into the chat's downloads folder
+(``mtlab chat --downloads DIR``; by default ``downloads/`` in the stack's data directory, ``.mtlab/downloads``),
+under the name the sender gave (made safe: no directories, nothing hidden), never over an existing file (``name
+(1).ext`` then); the line that says so names the path.
 """
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 from weakref import WeakKeyDictionary
 
+from mtlab.client import RpcError
 from mtlab.client.secret import (
     Action,
     ChatClosed,
@@ -24,6 +33,7 @@ from mtlab.client.secret import (
     ChatRequested,
     Dropped,
     Event,
+    FileMessage,
     Message,
     SecretChatError,
     SecretChats,
@@ -42,11 +52,30 @@ class SecretSide:
         self.engine = SecretChats(chat.client)
         self.current: int | None = None
 
-    def say_events(self, events: list[Event]) -> None:
+    async def say_events(self, events: list[Event]) -> None:
         for e in events:
-            text = self.describe(e)
+            text = await self.save(e) if isinstance(e, FileMessage) else self.describe(e)
             if text:
                 self.chat.console.notice(text)
+
+    async def save(self, e: FileMessage) -> str:
+        """Download, decrypt and save a file that arrived: the line that says where (or why not)."""
+        sender = self.chat.name(e.chat.peer_id)
+        folder = self.chat.downloads
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path, out = _new_file(folder, safe_name(e.name) or ("photo.jpg" if e.mime_type == "image/jpeg" else
+                                                                 f"file-{e.random_id & 0xFFFFFFFF:08x}"))
+        except OSError as exc:
+            return f"(secret chat {e.chat.id}: a file from {sender} could not be saved in {folder}: {exc})"
+        try:
+            with out:
+                await self.engine.download(e, out)
+        except (SecretChatError, RpcError, OSError) as exc:
+            path.unlink(missing_ok=True)
+            return f"(secret chat {e.chat.id}: a file from {sender} could not be saved: {exc})"
+        caption = f" {e.caption}" if e.caption else ""
+        return f"[secret {sender}] file {path.name} ({e.size} bytes) saved to {path}{caption}"
 
     def describe(self, e: Event) -> str | None:
         if isinstance(e, ChatRequested):
@@ -67,6 +96,27 @@ class SecretSide:
         return None
 
 
+def safe_name(name: str) -> str:
+    """The sender's file name as a name in one folder: the last path component, no leading dots (nothing hidden,
+    no ``..``), no control characters, at most 200 characters; "" when nothing is left."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip().lstrip(".")
+    return name[:200]
+
+
+def _new_file(folder: Path, name: str) -> tuple[Path, BinaryIO]:
+    """A file created for writing in ``folder``: ``name``, or ``stem (n)suffix`` when that exists already (never
+    overwritten: opened with O_EXCL)."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    for n in range(1000):
+        path = folder / (name if n == 0 else f"{stem} ({n}){suffix}")
+        try:
+            return path, path.open("xb")
+        except FileExistsError:
+            continue
+    raise OSError(f"too many files called {name!r} already")
+
+
 _sides: WeakKeyDictionary[Any, SecretSide] = WeakKeyDictionary()
 
 
@@ -82,7 +132,7 @@ async def on_update(chat: Chat, update: api.types.TypeUpdate) -> None:
     if isinstance(update, (api.types.UpdateEncryption, api.types.UpdateNewEncryptedMessage)):
         s = side(chat)
         try:
-            s.say_events(await s.engine.handle(update))
+            await s.say_events(await s.engine.handle(update))
         except SecretChatError as exc:
             chat.console.notice(f"(secret chat: {exc})")
 
@@ -134,6 +184,28 @@ async def _send(chat: Chat, arg: str) -> None:
     chat.say(f"sent to secret chat {s.current} (end-to-end encrypted)")
 
 
+async def _send_file(chat: Chat, arg: str) -> None:
+    s = side(chat)
+    if s.current is None:
+        chat.say("no secret chat open: /secret NAME asks for one, /accept ID takes one")
+        return
+    if not arg:
+        chat.say("usage: /sfile PATH")
+        return
+    path = Path(arg).expanduser()
+    if not path.is_file():
+        chat.say(f"no file at {path}")
+        return
+    mime_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    try:
+        sent = await s.engine.send_file(s.current, path, mime_type=mime_type)
+    except (SecretChatError, OSError) as exc:
+        chat.say(f"not sent: {exc}")
+        return
+    chat.say(f"sent {path.name} ({sent.media.size} bytes) to secret chat {s.current} (end-to-end encrypted: the "
+             f"server stores {sent.file.size} bytes of ciphertext)")
+
+
 async def _close(chat: Chat, arg: str) -> None:
     s = side(chat)
     chat_id = int(arg) if arg.isdigit() else s.current
@@ -148,7 +220,7 @@ async def _close(chat: Chat, arg: str) -> None:
 
 async def _secrets(chat: Chat, _arg: str) -> None:
     s = side(chat)
-    s.say_events(await s.engine.catch_up())
+    await s.say_events(await s.engine.catch_up())
     if not s.engine.chats:
         chat.say("no secret chats in this session")
     for c in s.engine.chats.values():
@@ -157,5 +229,5 @@ async def _secrets(chat: Chat, _arg: str) -> None:
 
 
 COMMANDS: dict[str, Callable[[Chat, str], Awaitable[None]]] = {
-    "/secret": _secret, "/accept": _accept, "/s": _send, "/close": _close, "/secrets": _secrets,
+    "/secret": _secret, "/accept": _accept, "/s": _send, "/sfile": _send_file, "/close": _close, "/secrets": _secrets,
 }

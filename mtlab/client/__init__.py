@@ -21,6 +21,8 @@ answers them. Used by the ``mtlab`` CLI, the end-to-end tests and the locust use
 - ``files``: uploads and downloads in parts (``files.upload``, ``files.download``, ``files.location``).
 - ``errors``: ``RpcError``, ``ConnectionLost``, ``BadMessageError``, ``SessionFileError``.
 - ``link``: one connection and the auth-key handshake over it.
+- ``secret``: secret chats' end-to-end side (keys, sealing, seq_no) and their files, encrypted and decrypted
+  a chunk at a time (``SecretChats.send_file``, ``download``).
 - ``session_file``: the auth key kept between runs (JSON, 0600, atomic writes).
 - ``update_state``: the sans-IO update state machine: pts/qts/seq rules, gaps, differences.
 - ``updates``: the bounded, drop-oldest inbox behind ``Client.updates()``, and the engine behind

@@ -30,22 +30,46 @@ dropped, a gap or a wrong parity abort the chat (the resend protocol is not buil
 
 Layers: each side sends ``decryptedMessageActionNotifyLayer`` once the chat is up; until the peer's arrives, the
 ``layer`` field says ``SECRET_LAYER``.
+
+Files (end-to-end, "Sending encrypted files"): a file is encrypted under a one-time key and iv (32 random bytes
+each, in no way related to the chat's key) with AES-256-IGE, padded with random bytes to whole 16-byte blocks, and
+the ciphertext uploaded like any file (``files.upload``: saveFilePart, or saveBigFilePart above 10 MB). Then
+messages.sendEncryptedFile carries two things: outside, an inputEncryptedFileUploaded (or ...BigUploaded) naming
+the upload with the 32-bit key fingerprint, md5(key + iv)'s first 4 bytes XOR its next 4 as a little-endian int;
+inside the encrypted message, a decryptedMessageMediaDocument with the key, the iv and the real size. The server
+stores the ciphertext and hands the recipient an encryptedFile(id, access_hash, size, dc_id, key_fingerprint)
+next to the message. The recipient checks the fingerprint against the key and iv it decrypted (another file in
+the envelope is dropped), downloads with inputEncryptedFileLocation, decrypts, and cuts the padding off at the
+real size. IGE chains every block to the one before, so a file of any size goes through in chunks of
+``FILE_CHUNK``: each chunk starts from the iv the previous one ended with (its last ciphertext block, its last
+plaintext block), in both directions. Sending encrypts into a temporary file and uploads that (``workers`` parts
+of it in memory at a time); receiving decrypts as the parts arrive (``FileDecryptor``, the sink ``files.download``
+writes to), so neither holds the file in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from hashlib import sha1
-from typing import Any, Protocol, TypeVar
+from hashlib import md5, sha1
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, TypeVar, cast
 
+import anyio
+
+from mtlab.client import files
+from mtlab.client.errors import RpcError
 from mtproto.crypto.dh import check_dh_params, check_dh_value, dh_value_ok
+from mtproto.crypto.ige import ige256_decrypt, ige256_encrypt
 from mtproto.crypto.message import decrypt_message, encrypt_message
 from mtproto.errors import RemoteProtocolError
 from mtproto.tl import api, secret
-from mtproto.tl.runtime import Reader, TLFunction
+from mtproto.tl.runtime import Reader, TLFunction, TLObject
 
 log = logging.getLogger("mtlab.client.secret")
 
@@ -59,6 +83,15 @@ MIN_RANDOM_BYTES = 15
 PADDING_MIN, PADDING_MAX = 12, 1024
 
 WAITING, REQUESTED, ACTIVE, CLOSED = "waiting", "requested", "active", "closed"
+
+BLOCK = 16  # AES's block
+FILE_KEY_SIZE = 32  # a file's key and its iv: "2 random 256-bit numbers"
+#: What a file is encrypted or decrypted by at a time (whole blocks): the memory a file in transit costs here.
+FILE_CHUNK = 1024 * 1024
+#: decryptedMessageMediaDocument's size is an int up to layer 143 (this client speaks 73).
+FILE_SIZE_MAX = 2**31 - 1
+#: The media a file's message carries: its key, iv and real size.
+FileMedia = secret.types.DecryptedMessageMediaDocument | secret.types.DecryptedMessageMediaPhoto
 
 
 class Invoker(Protocol):
@@ -121,6 +154,112 @@ def open_sealed(key: bytes, data: bytes, *, originator: bool) -> secret.types.De
     if len(layer.random_bytes) < MIN_RANDOM_BYTES:
         raise SecretChatError(f"only {len(layer.random_bytes)} random bytes")
     return layer
+
+
+# -- files: the key fingerprint, and AES-256-IGE a chunk at a time ----------------------------------------------
+
+
+def file_key_fingerprint(key: bytes, iv: bytes) -> int:
+    """A file's 32-bit key fingerprint (end-to-end, "Sending encrypted files"): digest = md5(key + iv), then
+    digest[0:4] XOR digest[4:8], read as TL reads an int (little-endian, signed)."""
+    digest = md5(key + iv).digest()
+    return int.from_bytes(bytes(a ^ b for a, b in zip(digest[:4], digest[4:8], strict=True)), "little", signed=True)
+
+
+def _read_up_to(source: BinaryIO, n: int) -> bytes:
+    """``n`` bytes of ``source``, fewer only at its end (a pipe or a socket may hand over less per read)."""
+    pieces: list[bytes] = []
+    got = 0
+    while got < n:
+        piece = source.read(n - got)
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
+
+
+def encrypt_file(source: BinaryIO, out: BinaryIO, key: bytes, iv: bytes, randbytes: RandBytes) -> int:
+    """Write AES-256-IGE(``source`` + random padding to whole blocks) to ``out``, ``FILE_CHUNK`` bytes at a time;
+    the size of ``source``. Each chunk goes on from the iv the previous one ended with, so the chunks make one IGE
+    stream, identical to encrypting the whole file at once. Blocking: run it in a worker thread."""
+    chain, size = iv, 0
+    while True:
+        chunk = _read_up_to(source, FILE_CHUNK)
+        size += len(chunk)
+        last = len(chunk) < FILE_CHUNK
+        if last:
+            chunk += randbytes(-len(chunk) % BLOCK)
+        if chunk:
+            encrypted = ige256_encrypt(chunk, key, chain)
+            chain = encrypted[-BLOCK:] + chunk[-BLOCK:]  # y_n and x_n: the iv of the next chunk
+            out.write(encrypted)
+        if last:
+            return size
+
+
+class FileDecryptor:
+    """The sink ``files.download`` writes a secret chat's file into: ciphertext in (in order, pieces of any size),
+    the plaintext out to ``out``, cut at ``size`` (the padding never reaches it). Holds less than a block between
+    writes. ``finish`` says whether exactly the whole file came."""
+
+    def __init__(self, out: BinaryIO, key: bytes, iv: bytes, size: int) -> None:
+        self.out, self.key, self.chain, self.left = out, key, iv, size
+        self.pending = b""  # the start of a block the next write completes
+        self.received = 0
+
+    def write(self, data: bytes) -> int:
+        self.received += len(data)
+        buffered = self.pending + bytes(data)
+        whole = len(buffered) - len(buffered) % BLOCK
+        self.pending = buffered[whole:]
+        if whole:
+            block = buffered[:whole]
+            plain = ige256_decrypt(block, self.key, self.chain)
+            self.chain = block[-BLOCK:] + plain[-BLOCK:]
+            kept = plain[:self.left]
+            self.left -= len(kept)
+            self.out.write(kept)
+        return len(data)
+
+    def finish(self, expected: int) -> None:
+        """Raises SecretChatError unless ``expected`` bytes of whole blocks came and they covered the size."""
+        if self.received != expected or self.pending or self.left:
+            raise SecretChatError(f"the file came as {self.received} bytes, {expected} expected: cut short or "
+                                  "not the file the message names")
+
+
+def file_problem(file: api.types.TypeEncryptedFile | None, media: FileMedia) -> str | None:
+    """Why a received file cannot be the one the message describes (None: it can). The envelope's encryptedFile
+    is the server's word and the media's key, iv and size are the sender's, encrypted: a fingerprint that differs
+    means another file was put next to the message."""
+    if not isinstance(file, api.types.EncryptedFile):
+        return "a file message without a file"
+    if len(media.key) != FILE_KEY_SIZE or len(media.iv) != FILE_KEY_SIZE:
+        return "the file's key or iv is not 32 bytes"
+    if file_key_fingerprint(media.key, media.iv) != file.key_fingerprint:
+        return "the file's key fingerprint does not match its key: not the file that was sent"
+    if file.size % BLOCK or not 0 <= media.size <= file.size:
+        return f"a file of {file.size} bytes cannot hold {media.size} bytes encrypted"
+    return None
+
+
+async def download_file(invoke: files.Invoke, file: api.types.TypeEncryptedFile, media: FileMedia, out: BinaryIO, *,
+                        workers: int = 4) -> int:
+    """Download a secret chat's file (upload.getFile with inputEncryptedFileLocation), decrypt it as it arrives and
+    write the plaintext to ``out``: its size. SecretChatError when the file is not the one ``media`` describes
+    (checked before a byte is read, and again at the end)."""
+    problem = file_problem(file, media)
+    if problem is not None or not isinstance(file, api.types.EncryptedFile):
+        raise SecretChatError(problem or "no file")
+    sink = FileDecryptor(out, media.key, media.iv, media.size)
+    where = api.types.InputEncryptedFileLocation(id=file.id, access_hash=file.access_hash)
+    # files.download only writes to its sink, in order: the decryptor is all of BinaryIO it needs.
+    received = await files.download(invoke, where, cast(BinaryIO, sink), workers=workers)
+    sink.finish(file.size)
+    if received != file.size:
+        raise SecretChatError(f"the download gave {received} bytes, {file.size} expected")
+    return media.size
 
 
 @dataclass
@@ -194,6 +333,47 @@ class Message:
 
 
 @dataclass(frozen=True)
+class FileMessage:
+    """A file arrived (checked against its key fingerprint): ``SecretChats.download`` fetches and decrypts it."""
+
+    chat: SecretChat
+    caption: str
+    random_id: int
+    date: int
+    file: api.types.EncryptedFile
+    media: FileMedia
+
+    @property
+    def name(self) -> str:
+        """The name the sender gave (a documentAttributeFilename), or ""."""
+        if isinstance(self.media, secret.types.DecryptedMessageMediaDocument):
+            for a in self.media.attributes:
+                if isinstance(a, api.types.DocumentAttributeFilename):
+                    return a.file_name
+        return ""
+
+    @property
+    def mime_type(self) -> str:
+        if isinstance(self.media, secret.types.DecryptedMessageMediaDocument):
+            return self.media.mime_type
+        return "image/jpeg"  # decryptedMessageMediaPhoto: a JPEG, as clients send photos
+
+    @property
+    def size(self) -> int:
+        return self.media.size
+
+
+@dataclass(frozen=True)
+class SentFile:
+    """A file sent: its message's random_id, the encryptedFile the server stored (``send_stored_file`` sends it
+    again, as inputEncryptedFile, without uploading), and the media that reads it (key, iv, size)."""
+
+    random_id: int
+    file: api.types.EncryptedFile
+    media: FileMedia
+
+
+@dataclass(frozen=True)
 class Action:
     chat: SecretChat
     action: secret.types.TypeDecryptedMessageAction
@@ -205,7 +385,7 @@ class Dropped:
     reason: str
 
 
-Event = ChatRequested | ChatReady | ChatClosed | Message | Action | Dropped
+Event = ChatRequested | ChatReady | ChatClosed | Message | FileMessage | Action | Dropped
 
 
 # -- the engine -----------------------------------------------------------------------------------------------
@@ -262,6 +442,58 @@ class SecretChats:
         random_id = int.from_bytes(self.randbytes(8), "little", signed=True)
         await self._send(c, secret.types.DecryptedMessage(random_id=random_id, ttl=0, message=text), random_id)
         return random_id
+
+    async def send_file(self, chat_id: int, source: bytes | Path | BinaryIO, *, name: str = "",
+                        mime_type: str = "application/octet-stream", caption: str = "",
+                        workers: int = 4) -> SentFile:
+        """Send a file (``source``: bytes, a path, or a binary file at its start) to the chat: encrypted under a
+        fresh key and iv into a temporary file, uploaded, then messages.sendEncryptedFile. ``name`` (default: the
+        path's) travels inside the encryption, as a documentAttributeFilename; the server sees only sizes."""
+        c = self._active(chat_id)
+        if isinstance(source, Path):
+            name = name or source.name
+        key, iv = self.randbytes(FILE_KEY_SIZE), self.randbytes(FILE_KEY_SIZE)
+        fingerprint = file_key_fingerprint(key, iv)
+        with contextlib.ExitStack() as stack:
+            if isinstance(source, bytes):
+                plain: BinaryIO = io.BytesIO(source)
+            elif isinstance(source, Path):
+                plain = stack.enter_context(source.open("rb"))
+            else:
+                plain = source
+            ciphertext = stack.enter_context(tempfile.TemporaryFile())
+            size = await anyio.to_thread.run_sync(encrypt_file, plain, ciphertext, key, iv, self.randbytes)
+            if size == 0:
+                raise SecretChatError("nothing to send: the file is empty")
+            if size > FILE_SIZE_MAX:
+                raise SecretChatError(f"{size} bytes: more than a layer-{SECRET_LAYER} file's size can say")
+            uploaded = await files.upload(self.client.invoke, ciphertext, workers=workers)
+        input_file: api.types.TypeInputEncryptedFile
+        if isinstance(uploaded, api.types.InputFileBig):
+            input_file = api.types.InputEncryptedFileBigUploaded(id=uploaded.id, parts=uploaded.parts,
+                                                                 key_fingerprint=fingerprint)
+        else:
+            input_file = api.types.InputEncryptedFileUploaded(id=uploaded.id, parts=uploaded.parts,
+                                                              md5_checksum=uploaded.md5_checksum,
+                                                              key_fingerprint=fingerprint)
+        attributes: list[TLObject] = [api.types.DocumentAttributeFilename(file_name=name)] if name else []
+        media = secret.types.DecryptedMessageMediaDocument(thumb=b"", thumb_w=0, thumb_h=0, mime_type=mime_type,
+                                                           size=size, key=key, iv=iv, attributes=attributes,
+                                                           caption="")
+        return await self._send_file(c, input_file, media, caption)
+
+    async def send_stored_file(self, chat_id: int, file: api.types.EncryptedFile, media: FileMedia, *,
+                               caption: str = "") -> SentFile:
+        """Send a file the server stores already (one sent or received before, or messages.uploadEncryptedFile's)
+        to the chat without uploading it again: inputEncryptedFile(id, access_hash), with ``media`` (its key, iv
+        and size: the same ciphertext needs the same key)."""
+        ref = api.types.InputEncryptedFile(id=file.id, access_hash=file.access_hash)
+        return await self._send_file(self._active(chat_id), ref, media, caption)
+
+    async def download(self, message: FileMessage, out: BinaryIO, *, workers: int = 4) -> int:
+        """The plaintext of a file that arrived, written to ``out``: its size (SecretChatError if it is not the
+        file the message describes)."""
+        return await download_file(self.client.invoke, message.file, message.media, out, workers=workers)
 
     async def close(self, chat_id: int, *, delete_history: bool = False) -> None:
         c = self.chats.get(chat_id)
@@ -377,12 +609,32 @@ class SecretChats:
         if isinstance(inner, secret.types.DecryptedMessage):
             if inner.random_id != m.random_id:
                 return await self._abort(c, "random_id differs inside and outside")
+            media = inner.media
+            if isinstance(media, (secret.types.DecryptedMessageMediaDocument, secret.types.DecryptedMessageMediaPhoto)):
+                file = m.file if isinstance(m, api.types.EncryptedMessage) else None
+                problem = file_problem(file, media)
+                if problem is not None or not isinstance(file, api.types.EncryptedFile):
+                    log.info("secret chat %d: dropped a file: %s", c.id, problem)
+                    return [Dropped(c.id, problem or "no file")]
+                return [FileMessage(c, inner.message or media.caption, inner.random_id, m.date, file, media)]
             return [Message(c, inner.message, inner.random_id, m.date)]
         if isinstance(inner.action, secret.types.DecryptedMessageActionNotifyLayer):
             c.peer_layer = inner.action.layer
         return [Action(c, inner.action)]
 
-    async def _send(self, c: SecretChat, message: secret.types.TypeDecryptedMessage, random_id: int) -> None:
+    async def _send_file(self, c: SecretChat, input_file: api.types.TypeInputEncryptedFile, media: FileMedia,
+                         caption: str) -> SentFile:
+        random_id = int.from_bytes(self.randbytes(8), "little", signed=True)
+        message = secret.types.DecryptedMessage(random_id=random_id, ttl=0, message=caption, media=media)
+        sent = await self._send(c, message, random_id, file=input_file)
+        if not isinstance(sent, api.types.messages.SentEncryptedFile) or \
+                not isinstance(sent.file, api.types.EncryptedFile):
+            raise SecretChatError(f"sendEncryptedFile answered {type(sent).__name__} without a file")
+        return SentFile(random_id, sent.file, media)
+
+    async def _send(self, c: SecretChat, message: secret.types.TypeDecryptedMessage, random_id: int, *,
+                    file: api.types.TypeInputEncryptedFile | None = None
+                    ) -> api.types.messages.TypeSentEncryptedMessage:
         if c.key is None:
             raise SecretChatError(f"secret chat {c.id} has no key")
         in_seq, out_seq = c.next_seq()
@@ -391,12 +643,21 @@ class SecretChats:
             in_seq_no=in_seq, out_seq_no=out_seq, message=message)
         data = seal(c.key, layer, originator=c.originator, randbytes=self.randbytes)
         c.out_raw += 1  # sent or not, this seq_no is used: the peer would see a repeat otherwise
-        if isinstance(message, secret.types.DecryptedMessageService):
-            await self.client.invoke(api.functions.messages.SendEncryptedService(
-                peer=c.input, random_id=random_id, data=data))
+        query: TLFunction[api.types.messages.TypeSentEncryptedMessage]
+        if file is not None:
+            query = api.functions.messages.SendEncryptedFile(peer=c.input, random_id=random_id, data=data, file=file)
+        elif isinstance(message, secret.types.DecryptedMessageService):
+            query = api.functions.messages.SendEncryptedService(peer=c.input, random_id=random_id, data=data)
         else:
-            await self.client.invoke(api.functions.messages.SendEncrypted(peer=c.input, random_id=random_id,
-                                                                          data=data))
+            query = api.functions.messages.SendEncrypted(peer=c.input, random_id=random_id, data=data)
+        try:
+            return await self.client.invoke(query)
+        except RpcError as exc:
+            # ...unless the server refused it (a 400 comes before the message is queued, and a refused file is
+            # likelier than a refused text: a quota, a checksum): the next message takes this seq_no.
+            if exc.code == 400:
+                c.out_raw -= 1
+            raise
 
     async def _notify_layer(self, c: SecretChat) -> None:
         random_id = int.from_bytes(self.randbytes(8), "little", signed=True)

@@ -4,7 +4,10 @@
   that can be checked before the bytes touch the disk (``save_part``).
 - ``media.attach`` (internal, from the message service): turn an InputMedia into the MessageMedia of a message;
   an uploaded file is assembled here (``assembly.py``) and its readers recorded.
-- ``upload.getFile`` / ``upload.getFileHashes``: read a stored file, by whoever may (``locate``).
+- ``media.attachEncrypted`` (internal, for secret chats' sendEncryptedFile / uploadEncryptedFile): encrypted.py
+  stores the client's ciphertext as a file of its own kind, never decoded.
+- ``upload.getFile`` / ``upload.getFileHashes``: read a stored file, by whoever may (``locate``; a secret chat's
+  file with ``inputEncryptedFileLocation``, by the chat's participants: encrypted.py).
 
 Upload rules (the spec's, with its error names, all 400):
 
@@ -50,7 +53,7 @@ from services.common import db
 from services.common.config import MediaConfig
 from services.common.rpc import Caller, RpcError
 from services.common.service import Result
-from services.media import assembly, store
+from services.media import assembly, encrypted, store
 from services.media.blobs import LocalBlobs
 from services.media.store import DOCUMENT, PHOTO, FileRow, SizeRow, UploadRow
 
@@ -309,6 +312,8 @@ async def attach(deps: Media, ctx: rpc.Context, q: media_fn.Attach) -> media_typ
         f = await _existing(deps, ctx, PHOTO, media.id, readers)
     else:
         raise RpcError(400, "MEDIA_INVALID")
+    if f.kind not in (DOCUMENT, PHOTO):  # an upload that became a secret chat's file is no message's media
+        raise RpcError(400, "MEDIA_INVALID")
     sizes = await deps.txn("attach_sizes", lambda con: store.sizes(con, f.id)) if f.kind == PHOTO else []
     return media_types.Attached(media=render(deps, f, sizes).to_bytes())
 
@@ -326,6 +331,11 @@ class Located:
 
 async def locate(deps: Media, ctx: rpc.Context, location: api.types.TypeInputFileLocation) -> Located:
     """The bytes a location names, if the caller may read them (see the module docstring for the errors)."""
+    if isinstance(location, api.types.InputEncryptedFileLocation):  # a secret chat's file (encrypted.py)
+        found = await encrypted.readable(deps, ctx, location.id, location.access_hash)
+        if found is None:
+            raise RpcError(400, "FILE_ID_INVALID")
+        return Located(found, found.sha256, found.size, found.mime_type)
     if isinstance(location, api.types.InputDocumentFileLocation):
         kind = DOCUMENT
     elif isinstance(location, api.types.InputPhotoFileLocation):
@@ -407,4 +417,5 @@ METHODS: dict[type[TLFunction[Any]], Method] = {
     api.functions.upload.GetFile: get_file,
     api.functions.upload.GetFileHashes: get_file_hashes,
     media_fn.Attach: attach,
+    media_fn.AttachEncrypted: encrypted.attach_encrypted,
 }

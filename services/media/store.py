@@ -19,6 +19,7 @@ from services.common.db import Connection
 
 DOCUMENT = 1
 PHOTO = 2
+ENCRYPTED = 3  # a secret chat's file: the client's ciphertext, never decoded (encrypted.py)
 
 
 @dataclass

@@ -31,8 +31,13 @@ written; if the message service dies in between, a resend of the same request (s
 upload again, which the media service answers with the same file, and the send itself is deduplicated by random_id.
 
 Freeing: the media service releases a file once no message carries it any more. It asks ``files.inUse``, which
-searches every shard's ``file_id`` columns (generated from the media column, shard migration 005) and the
-deliveries still waiting in the outboxes; the answer counts only when no shard moved during the search.
+searches every shard's ``file_id`` columns (generated from the media column, shard migration 005), the files live
+secret chats carry (``secret_files``, shard migration 006: encrypted messages are not rows of the message tables,
+so secret.py records each file a chat carried, and forgets it when the chat is discarded) and the deliveries still
+waiting in the outboxes; the answer counts only when no shard moved during the search.
+
+Secret-chat files (messages.sendEncryptedFile, uploadEncryptedFile) are secret.py's; they need the media service
+too, so their methods take the same MediaLink and are served from this module's table (``secret.FILE_METHODS``).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from mtproto.tl.runtime import Reader, TLFunction
 from services.common import users
 from services.common.rpc import Caller, RpcError
 from services.common.service import Result
-from services.messages import channels, groups, handlers, outbox, render
+from services.messages import channels, groups, handlers, outbox, render, secret
 from services.messages.handlers import Draft, Messages
 from services.messages.store import USER, MessageRow
 
@@ -201,7 +206,7 @@ async def _map_versions(deps: Messages) -> list[tuple[int, int]]:
 
 
 async def carried(deps: Messages, file_ids: Sequence[int]) -> tuple[set[int], bool]:
-    """The files of ``file_ids`` some message carries, and whether the search is complete.
+    """The files of ``file_ids`` some message (or a live secret chat) carries, and whether the search is complete.
 
     Every physical database is searched whatever its shards' state (a shard being moved is on both sides for a
     while). A move that switched during the search could hide a row from it (searched on the target before the
@@ -217,7 +222,8 @@ async def carried(deps: Messages, file_ids: Sequence[int]) -> tuple[set[int], bo
             rows = await con.fetch(
                 "SELECT file_id FROM messages WHERE file_id = ANY($1::bigint[]) "
                 "UNION SELECT file_id FROM chat_messages WHERE file_id = ANY($1::bigint[]) "
-                "UNION SELECT file_id FROM channel_messages WHERE file_id = ANY($1::bigint[])", sorted(wanted))
+                "UNION SELECT file_id FROM channel_messages WHERE file_id = ANY($1::bigint[]) "
+                "UNION SELECT file_id FROM secret_files WHERE file_id = ANY($1::bigint[])", sorted(wanted))
             used.update(int(r["file_id"]) for r in rows)
             waiting = await con.fetch("SELECT payload->>'media' AS media FROM outbox "
                                       "WHERE payload->>'media' IS NOT NULL")
@@ -236,4 +242,5 @@ METHODS: dict[type[TLFunction[Any]], Method] = {
     api.functions.messages.ForwardMessages: forward_messages,
     files_fn.MemberOf: member_of,
     files_fn.InUse: in_use,
+    **secret.FILE_METHODS,
 }

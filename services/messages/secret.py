@@ -1,5 +1,5 @@
 """The secret-chat relay: messages.getDhConfig, requestEncryption, acceptEncryption, discardEncryption,
-sendEncrypted(+Service, +File), receivedQueue, readEncryptedHistory and setEncryptedTyping
+sendEncrypted(+Service, +File), uploadEncryptedFile, receivedQueue, readEncryptedHistory and setEncryptedTyping
 (core.telegram.org/api/end-to-end; the method pages under core.telegram.org/method/messages.*).
 
 The server never has a key. It hands out the Diffie-Hellman parameters, relays g_a and g_b, stores the fingerprint
@@ -20,10 +20,26 @@ that carries it to the other copy commit together; outbox.py applies the row on 
 order, once). An encrypted message needs no outbox: it is one transaction on the recipient's shard, which checks
 the recipient's copy and queues the message for their device.
 
+Files (end-to-end, "Sending encrypted files"): the client encrypts a file under a one-time key and iv of its own,
+uploads the ciphertext with upload.saveFilePart like any file, and sends it with messages.sendEncryptedFile: an
+encrypted message (the key, iv and real size are inside it) plus an InputEncryptedFile naming the upload (or a
+stored file again, inputEncryptedFile). The media service stores the ciphertext as it came, never decoded, readable
+by the chat's two participants (services/media/encrypted.py, reached over media.attachEncrypted); the recipient's
+encryptedMessage carries its encryptedFile (id, access_hash, size, dc_id, and the key_fingerprint the sender gave),
+which it downloads with upload.getFile(inputEncryptedFileLocation). messages.uploadEncryptedFile stores one for a
+chat without sending it. Lifetime: the chat's copy that the call touches (the recipient's for a message, the
+caller's for an upload) records the file (``secret_files``) in the transaction that delivers it, and discarding a
+copy forgets its files, so the media service's release keeps a file while a live chat carries it and frees it a
+sweep or so after the last such chat is discarded (what the other device had not downloaded by then is gone, as
+the messages the server no longer keeps).
+
 Errors (400 unless noted): USER_ID_INVALID, DH_G_A_INVALID, DH_G_B_INVALID, RANDOM_ID_DUPLICATE,
 RANDOM_LENGTH_INVALID, CHAT_ID_INVALID, CHAT_ID_EMPTY, ENCRYPTION_ID_INVALID, ENCRYPTION_ALREADY_ACCEPTED,
 ENCRYPTION_ALREADY_DECLINED, ENCRYPTION_DECLINED, DATA_INVALID, DATA_TOO_LONG, MAX_QTS_INVALID,
-MAX_DATE_INVALID, 501 FILE_NOT_SUPPORTED (sendEncryptedFile: files are the media service's, not built yet).
+MAX_DATE_INVALID; for files, the media service's: FILE_EMTPY (sic: the spec's spelling; inputEncryptedFileEmpty or
+an upload of no parts), MD5_CHECKSUM_INVALID, FILE_PART_<n>_MISSING, FILE_PARTS_INVALID (also: not whole AES
+blocks), FILE_ID_INVALID (inputEncryptedFile of a file the caller may not read), and 500 SERVICE_UNAVAILABLE when
+no media service is configured.
 """
 
 from __future__ import annotations
@@ -31,20 +47,25 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from prometheus_client import Counter
 
 from mtproto.crypto.dh import DEFAULT_DH_PRIME, DEFAULT_G, dh_value_ok
 from mtproto.tl import api
+from mtproto.tl.internal.functions import media as media_fn
 from mtproto.tl.internal.types import rpc
-from mtproto.tl.runtime import TLFunction
+from mtproto.tl.runtime import Reader, TLFunction
 from services.common import db
 from services.common.rpc import RpcError
 from services.messages import outbox, secret_store, store
 from services.messages.handlers import Messages, Method
 from services.messages.secret_store import ACCEPTED, DISCARDED, REQUESTED, Queued, SecretChat
+
+if TYPE_CHECKING:
+    from services.messages.media import MediaLink
+    from services.messages.media import Method as LinkMethod
 
 log = logging.getLogger("mtlab.messages.secret")
 
@@ -245,12 +266,13 @@ async def discard_encryption(deps: Messages, ctx: rpc.Context, q: api.functions.
 # -- messages -------------------------------------------------------------------------------------------------
 
 
-async def _send(deps: Messages, ctx: rpc.Context, peer: Any, random_id: int, data: bytes, *,
-                service: bool) -> api.types.messages.TypeSentEncryptedMessage:
+async def _sendable(deps: Messages, ctx: rpc.Context, peer: Any, data: bytes | None) -> SecretChat:
+    """The caller's copy of an accepted chat they may write to from this device, and ``data`` (the encrypted
+    message, None for uploadEncryptedFile) as far as the server can check bytes it cannot read."""
     me, key = _me(ctx)
     if not isinstance(peer, api.types.InputEncryptedChat):
         raise RpcError(400, "CHAT_ID_INVALID")
-    if len(data) > DATA_MAX:
+    if data is not None and len(data) > DATA_MAX:
         raise RpcError(400, "DATA_TOO_LONG")
     mine = await _own_copy(deps, me, key, peer.chat_id, peer.access_hash)
     if mine.state == DISCARDED:
@@ -258,15 +280,22 @@ async def _send(deps: Messages, ctx: rpc.Context, peer: Any, random_id: int, dat
     if mine.state != ACCEPTED or mine.key_fingerprint is None:
         raise RpcError(400, "CHAT_ID_INVALID")  # not accepted yet: there is no key to encrypt with
     # What the server can check of bytes it cannot read: the envelope key_fingerprint | msg_key | whole blocks.
-    if len(data) < DATA_MIN or (len(data) - 24) % 16 or data[:8] != mine.key_fingerprint.to_bytes(8, "little",
-                                                                                                   signed=True):
+    if data is not None and (len(data) < DATA_MIN or (len(data) - 24) % 16 or
+                             data[:8] != mine.key_fingerprint.to_bytes(8, "little", signed=True)):
         raise RpcError(400, "DATA_INVALID")
+    return mine
+
+
+async def _deliver(deps: Messages, mine: SecretChat, random_id: int, data: bytes, *, service: bool,
+                   file: api.types.EncryptedFile | None = None) -> api.types.messages.TypeSentEncryptedMessage:
+    """Queue the message for the other participant's device, in one transaction on their shard; with ``file``,
+    their copy (locked: a discard waits, or is waited for) carries the file from then on."""
     target = mine.peer_id
     shard = deps.shards.for_user(target)
     date = deps.now()
 
     async def txn(con: db.Connection) -> tuple[int, Queued | None]:
-        theirs = await secret_store.load(con, shard, target, mine.id)
+        theirs = await secret_store.load(con, shard, target, mine.id, lock=file is not None)
         if theirs is None or theirs.state == DISCARDED:
             raise RpcError(400, "ENCRYPTION_DECLINED")
         if theirs.state != ACCEPTED or theirs.my_key is None:
@@ -279,33 +308,84 @@ async def _send(deps: Messages, ctx: rpc.Context, peer: Any, random_id: int, dat
             message = api.types.EncryptedMessageService(random_id=random_id, chat_id=mine.id, date=date, bytes=data)
         else:
             message = api.types.EncryptedMessage(random_id=random_id, chat_id=mine.id, date=date, bytes=data,
-                                                 file=api.types.EncryptedFileEmpty())
+                                                 file=file or api.types.EncryptedFileEmpty())
+        if file is not None:
+            await secret_store.carry_file(con, shard, target, mine.id, file.id, date)
         queued = await secret_store.enqueue(con, shard, target, theirs.my_key, date,
                                             api.types.UpdateNewEncryptedMessage(message=message, qts=0))
         return date, queued
 
     sent_date, queued = await deps.txn(shard, "secret_send", txn)
     if queued is not None:
-        SECRET.labels("service" if service else "message").inc()
+        SECRET.labels("service" if service else "file" if file is not None else "message").inc()
         await _relay(deps, [queued])
+    if file is not None:
+        return api.types.messages.SentEncryptedFile(date=sent_date, file=file)
     return api.types.messages.SentEncryptedMessage(date=sent_date)
 
 
 async def send_encrypted(deps: Messages, ctx: rpc.Context,
                          q: api.functions.messages.SendEncrypted) -> api.types.messages.TypeSentEncryptedMessage:
-    return await _send(deps, ctx, q.peer, q.random_id, q.data, service=False)
+    mine = await _sendable(deps, ctx, q.peer, q.data)
+    return await _deliver(deps, mine, q.random_id, q.data, service=False)
 
 
 async def send_encrypted_service(deps: Messages, ctx: rpc.Context, q: api.functions.messages.SendEncryptedService
                                  ) -> api.types.messages.TypeSentEncryptedMessage:
-    return await _send(deps, ctx, q.peer, q.random_id, q.data, service=True)
+    mine = await _sendable(deps, ctx, q.peer, q.data)
+    return await _deliver(deps, mine, q.random_id, q.data, service=True)
 
 
-async def send_encrypted_file(deps: Messages, ctx: rpc.Context, q: api.functions.messages.SendEncryptedFile
+# -- files (they need the media service: these take media.py's MediaLink) -------------------------------------
+
+
+async def _attach_file(link: MediaLink, ctx: rpc.Context, file: api.types.TypeInputEncryptedFile,
+                       reader: int) -> api.types.EncryptedFile:
+    """The encryptedFile the media service makes of ``file`` (media.attachEncrypted: an upload stored as the
+    client's ciphertext, or a stored one checked), readable from then on by ``reader`` too. Its errors come back
+    as they are."""
+    if link.media is None:
+        raise RpcError(500, "SERVICE_UNAVAILABLE")
+    query = media_fn.AttachEncrypted(file=file.to_bytes(), readers=[reader])
+    answer = query.read_result(Reader(await link.media.call(query.to_bytes(), ctx)))
+    encrypted = Reader(answer.file).read_object()
+    if not isinstance(encrypted, api.types.EncryptedFile):
+        raise RpcError(500, "INTERNAL")  # the media service answers nothing else
+    return encrypted
+
+
+async def send_encrypted_file(link: MediaLink, ctx: rpc.Context, q: api.functions.messages.SendEncryptedFile
                               ) -> api.types.messages.TypeSentEncryptedMessage:
-    """Encrypted files need the media service's uploads (issue 6): refused clearly until then."""
-    _me(ctx)
-    raise RpcError(501, "FILE_NOT_SUPPORTED")
+    """An encrypted message with a file: the chat and the message are checked first (nothing is stored for a send
+    that cannot happen), then the media service stores the file (or checks a stored one), readable by the other
+    participant, then the message carrying its encryptedFile is queued for their device. The answer,
+    messages.sentEncryptedFile, names the file for the sender too (to send it on with inputEncryptedFile)."""
+    deps = link.messages
+    mine = await _sendable(deps, ctx, q.peer, q.data)
+    file = await _attach_file(link, ctx, q.file, mine.peer_id)
+    return await _deliver(deps, mine, q.random_id, q.data, service=False, file=file)
+
+
+async def upload_encrypted_file(link: MediaLink, ctx: rpc.Context,
+                                q: api.functions.messages.UploadEncryptedFile) -> api.types.TypeEncryptedFile:
+    """Store a file for a chat without sending it (the method page: "associate it to a secret chat"): readable by
+    the chat's other participant, kept while the caller's copy of the chat is live, sent later with
+    inputEncryptedFile."""
+    deps = link.messages
+    mine = await _sendable(deps, ctx, q.peer, None)
+    file = await _attach_file(link, ctx, q.file, mine.peer_id)
+    shard = deps.shards.for_user(mine.owner_id)
+    date = deps.now()
+
+    async def txn(con: db.Connection) -> None:
+        c = await secret_store.load(con, shard, mine.owner_id, mine.id, lock=True)
+        if c is None or c.state == DISCARDED:
+            raise RpcError(400, "ENCRYPTION_DECLINED")  # discarded since: the file is released in time
+        await secret_store.carry_file(con, shard, c.owner_id, c.id, file.id, date)
+
+    await deps.txn(shard, "secret_upload_file", txn)
+    SECRET.labels("file_uploaded").inc()
+    return file
 
 
 async def received_queue(deps: Messages, ctx: rpc.Context,
@@ -361,8 +441,13 @@ METHODS: dict[type[TLFunction[Any]], Method] = {
     api.functions.messages.DiscardEncryption: discard_encryption,
     api.functions.messages.SendEncrypted: send_encrypted,
     api.functions.messages.SendEncryptedService: send_encrypted_service,
-    api.functions.messages.SendEncryptedFile: send_encrypted_file,
     api.functions.messages.ReceivedQueue: received_queue,
     api.functions.messages.ReadEncryptedHistory: read_encrypted_history,
     api.functions.messages.SetEncryptedTyping: set_encrypted_typing,
+}
+
+#: The methods that need the media service too: media.py merges them into its table (they take its MediaLink).
+FILE_METHODS: dict[type[TLFunction[Any]], LinkMethod] = {
+    api.functions.messages.SendEncryptedFile: send_encrypted_file,
+    api.functions.messages.UploadEncryptedFile: upload_encrypted_file,
 }

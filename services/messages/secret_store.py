@@ -1,5 +1,6 @@
 """Secret chats on a shard: each participant's copy of a chat, and each device's qts queue
-(shard_db/migrations/shard/005_secret_chats.sql; core.telegram.org/api/end-to-end, /api/updates "qts").
+(shard_db/migrations/shard/005_secret_chats.sql; core.telegram.org/api/end-to-end, /api/updates "qts"), and the
+files each chat carries (006_secret_files.sql).
 
 Like store.py this module decides nothing: secret.py (the methods) and outbox.py (the other participant's half of
 a change) call it inside transactions ``Shards.txn`` opened. Two rules hold every write together:
@@ -10,6 +11,10 @@ a change) call it inside transactions ``Shards.txn`` opened. Two rules hold ever
 - the ``apply_*`` functions are the outbox kinds ``secret_request``, ``secret_accept`` and ``secret_discard``: the
   other participant's copy, changed on their shard, applied once (outbox.py's ``outbox_applied``) and in order.
   Each returns the updates it queued, for the caller to push after the commit.
+
+A third keeps secret-chat files alive exactly as long as a chat: ``carry_file`` records a file on a copy (with the
+copy locked, so a discard cannot slip between the check of its state and the row), and ``discard`` deletes the
+copy's rows in the transaction that discards it. files.inUse (media.py) answers from those rows.
 
 The server has no key: a copy holds g_a, g_b, the fingerprint the accepting client announced, and dates.
 """
@@ -140,6 +145,13 @@ async def save(con: Connection, shard: int, c: SecretChat) -> None:
         "UPDATE secret_chats SET state = $4, participant_key = $5, g_b = $6, key_fingerprint = $7, "
         "history_deleted = $8 WHERE shard = $1 AND owner_id = $2 AND id = $3", shard, c.owner_id, c.id, c.state,
         c.participant_key, c.g_b, c.key_fingerprint, c.history_deleted)
+
+
+async def carry_file(con: Connection, shard: int, owner_id: int, chat_id: int, file_id: int, date: int) -> None:
+    """The owner's copy of the chat carries the media service's file ``file_id`` (sendEncryptedFile,
+    uploadEncryptedFile): it is not released while the copy is live. The caller holds the copy's row lock."""
+    await con.execute("INSERT INTO secret_files (shard, owner_id, chat_id, file_id, date) VALUES ($1, $2, $3, $4, $5) "
+                      "ON CONFLICT DO NOTHING", shard, owner_id, chat_id, file_id, date)
 
 
 async def remember_random_id(con: Connection, shard: int, owner_id: int, chat_id: int, random_id: int,
@@ -275,10 +287,13 @@ async def _apply_discard(con: Connection, shard: int, row: OutboxRow) -> list[Qu
 
 async def discard(con: Connection, shard: int, c: SecretChat, history_deleted: bool, date: int,
                   *, skip_key: int | None = None) -> list[Queued]:
-    """Discard one copy and queue ``encryptedChatDiscarded`` for the owner's devices that know the chat, but
-    ``skip_key`` (the device that asked: it has its answer)."""
+    """Discard one copy (and forget the files it carried) and queue ``encryptedChatDiscarded`` for the owner's
+    devices that know the chat, but ``skip_key`` (the device that asked: it has its answer)."""
     c = replace(c, state=DISCARDED, history_deleted=history_deleted)
     await save(con, shard, c)
+    # The copy's files may go: the media service's next release frees those no other live chat carries.
+    await con.execute("DELETE FROM secret_files WHERE shard = $1 AND owner_id = $2 AND chat_id = $3", shard,
+                      c.owner_id, c.id)
     if c.my_key is not None:
         keys: tuple[int, ...] = (c.my_key,)
     else:

@@ -8,17 +8,20 @@ through the SDK's ordered update stream).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import asyncpg
 import pytest
 
+from mtlab.secretchat import safe_name
 from tests.helpers.stack import REPO, Stack, new_stack
 
 POLL = "0.2"  # any value but 0 shows incoming messages (they are pushed; the option is kept for scripts)
@@ -204,7 +207,8 @@ def test_chat_help_lists_the_messaging_commands(stack: Stack) -> None:
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     for command in ("/add PHONE", "/contacts", "/to PHONE|@username|NAME", "/dialogs", "/history [N]",
-                    "/edit ID TEXT", "/delete ID [--everyone]", "/read", "/search TEXT"):
+                    "/edit ID TEXT", "/delete ID [--everyone]", "/read", "/search TEXT", "/secret NAME|PHONE",
+                    "/s TEXT", "/sfile PATH"):
         assert f"  {command}" in done.stdout
     assert "nobody chosen to write to" in done.stdout  # /history without a peer
     assert "no chats yet" in done.stdout
@@ -236,7 +240,7 @@ def test_demo_messages_between_alice_and_bob(stack: Stack) -> None:
 
 def test_two_devices_each_live_and_a_secret_chat(stack: Stack) -> None:
     """The issue's "done when": two users in `mtlab chat` on two devices each see each other's messages live, and
-    two of those devices open a secret chat whose messages reach only the device that accepted it."""
+    two of those devices open a secret chat whose messages (and a file) reach only the device that accepted it."""
     a1, a2 = ChatProcess(stack, "9996641101", "Alice Two"), ChatProcess(stack, "9996641101", "Alice Two")
     b1, b2 = ChatProcess(stack, "9996652102", "Bob Two"), ChatProcess(stack, "9996652102", "Bob Two")
     chats = (a1, a2, b1, b2)
@@ -264,8 +268,28 @@ def test_two_devices_each_live_and_a_secret_chat(stack: Stack) -> None:
         b2.run("/s whispered back", "sent to secret chat")
         a1.expect("[secret Bob Two] whispered back")
         assert "whispered words" not in b1.output  # the device that did not accept is not in the chat
+
+        report = stack.data_dir / "outgoing" / "report 1.txt"
+        report.parent.mkdir(exist_ok=True)
+        report.write_bytes(os.urandom(70_000))
+        a1.run(f"/sfile {report}", "sent report 1.txt (70000 bytes) to secret chat")
+        line = b2.expect("[secret Alice Two] file report 1.txt (70000 bytes) saved to ")
+        saved = Path(line.split(" saved to ", 1)[1])
+        assert saved.parent == stack.data_dir / "downloads"  # the default: downloads/ in the data directory
+        assert saved.read_bytes() == report.read_bytes()
+        assert "report 1.txt" not in b1.output
         for c in chats:
             assert c.quit() == 0
     finally:
         for c in chats:
             c.kill()
+
+
+def test_a_received_files_name_stays_in_the_downloads_folder() -> None:
+    """The sender chooses the name inside the encrypted message: `mtlab chat` keeps only a plain name of it."""
+    assert safe_name("report 1.txt") == "report 1.txt"
+    assert safe_name("../../etc/passwd") == "passwd"
+    assert safe_name("C:\\Users\\me\\evil.exe") == "evil.exe"
+    assert safe_name("..") == "" and safe_name(".bashrc") == "bashrc"  # nothing hidden, no way up
+    assert safe_name("line\nbreak\x1b[31m.txt") == "linebreak[31m.txt"
+    assert safe_name("/") == "" and len(safe_name("x" * 500)) == 200

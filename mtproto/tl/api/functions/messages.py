@@ -25,6 +25,7 @@ from mtproto.tl.runtime import (
 if TYPE_CHECKING:
     from mtproto.tl.api.types import (
         TypeEncryptedChat,
+        TypeEncryptedFile,
         TypeInputEncryptedChat,
         TypeInputEncryptedFile,
         TypeInputMedia,
@@ -59,6 +60,7 @@ _T_ENCRYPTEDCHAT: TypeRef[TypeEncryptedChat] = TypeRef(
     0x66b25953,
     0xab7ec0a0,
 )
+_T_ENCRYPTEDFILE: TypeRef[TypeEncryptedFile] = TypeRef("EncryptedFile", 0xa8008cd8, 0xc21f497e)
 _T_INPUTENCRYPTEDCHAT: TypeRef[TypeInputEncryptedChat] = TypeRef("InputEncryptedChat", 0xf141b5e1)
 _T_INPUTENCRYPTEDFILE: TypeRef[TypeInputEncryptedFile] = TypeRef(
     "InputEncryptedFile",
@@ -1489,6 +1491,30 @@ class UploadMedia(TLFunction["TypeMessageMedia"]):
         return r.read_boxed(_T_MESSAGEMEDIA)
 
 
+@dataclass(slots=True, kw_only=True)
+class UploadEncryptedFile(TLFunction["TypeEncryptedFile"]):
+    """``messages.uploadEncryptedFile#5057c497 peer:InputEncryptedChat file:InputEncryptedFile = EncryptedFile;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x5057c497
+    TL_NAME: ClassVar[str] = "messages.uploadEncryptedFile"
+
+    peer: TypeInputEncryptedChat
+    file: TypeInputEncryptedFile
+
+    def _write_bare(self, out: bytearray) -> None:
+        self.peer._write(out)
+        self.file._write(out)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> UploadEncryptedFile:
+        _peer = r.read_boxed(_T_INPUTENCRYPTEDCHAT)
+        _file = r.read_boxed(_T_INPUTENCRYPTEDFILE)
+        return cls(peer=_peer, file=_file)
+
+    def read_result(self, r: Reader) -> TypeEncryptedFile:
+        return r.read_boxed(_T_ENCRYPTEDFILE)
+
+
 register(
     CreateChat,
     AddChatUser,
@@ -1518,6 +1544,7 @@ register(
     SetEncryptedTyping,
     SendMedia,
     UploadMedia,
+    UploadEncryptedFile,
 )
 
 __all__ = [
@@ -1548,5 +1575,6 @@ __all__ = [
     "SendMessage",
     "SetEncryptedTyping",
     "SetTyping",
+    "UploadEncryptedFile",
     "UploadMedia",
 ]

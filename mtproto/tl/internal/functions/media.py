@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, ClassVar
 from mtproto.tl.runtime import INT, LONG, UINT, VECTOR_HEADER, Reader, TLFunction, TypeRef, register, write_bytes
 
 if TYPE_CHECKING:
-    from mtproto.tl.internal.types.media import TypeAttached
+    from mtproto.tl.internal.types.media import TypeAttached, TypeEncryptedAttached
 
 _T_MEDIA_ATTACHED: TypeRef[TypeAttached] = TypeRef("media.Attached", 0x027e5712)
+_T_MEDIA_ENCRYPTEDATTACHED: TypeRef[TypeEncryptedAttached] = TypeRef("media.EncryptedAttached", 0xbe6dfc12)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -53,8 +54,35 @@ class Attach(TLFunction["TypeAttached"]):
         return r.read_boxed(_T_MEDIA_ATTACHED)
 
 
-register(Attach)
+@dataclass(slots=True, kw_only=True)
+class AttachEncrypted(TLFunction["TypeEncryptedAttached"]):
+    """``media.attachEncrypted file:bytes readers:Vector<long> = media.EncryptedAttached;``"""
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x343ddd11
+    TL_NAME: ClassVar[str] = "media.attachEncrypted"
+
+    file: bytes
+    readers: list[int]
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_bytes(out, self.file)
+        out += VECTOR_HEADER + INT.pack(len(self.readers))
+        for readers_item in self.readers:
+            out += LONG.pack(readers_item)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> AttachEncrypted:
+        _file = r.read_bytes()
+        _readers = r.read_vector(r.read_long, 8)
+        return cls(file=_file, readers=_readers)
+
+    def read_result(self, r: Reader) -> TypeEncryptedAttached:
+        return r.read_boxed(_T_MEDIA_ENCRYPTEDATTACHED)
+
+
+register(Attach, AttachEncrypted)
 
 __all__ = [
     "Attach",
+    "AttachEncrypted",
 ]

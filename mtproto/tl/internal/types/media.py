@@ -28,11 +28,32 @@ class Attached(TLObject):
         return cls(media=_media)
 
 
-TypeAttached: TypeAlias = Attached
+@dataclass(slots=True, kw_only=True)
+class EncryptedAttached(TLObject):
+    """``media.encryptedAttached file:bytes = media.EncryptedAttached;``"""
 
-register(Attached)
+    CONSTRUCTOR_ID: ClassVar[int] = 0xbe6dfc12
+    TL_NAME: ClassVar[str] = "media.encryptedAttached"
+
+    file: bytes
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_bytes(out, self.file)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> EncryptedAttached:
+        _file = r.read_bytes()
+        return cls(file=_file)
+
+
+TypeAttached: TypeAlias = Attached
+TypeEncryptedAttached: TypeAlias = EncryptedAttached
+
+register(Attached, EncryptedAttached)
 
 __all__ = [
     "Attached",
+    "EncryptedAttached",
     "TypeAttached",
+    "TypeEncryptedAttached",
 ]

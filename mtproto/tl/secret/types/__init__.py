@@ -36,7 +36,12 @@ _T_DECRYPTEDMESSAGEACTION: TypeRef[TypeDecryptedMessageAction] = TypeRef(
     0xf3048883,
     0xf3c9611b,
 )
-_T_DECRYPTEDMESSAGEMEDIA: TypeRef[TypeDecryptedMessageMedia] = TypeRef("DecryptedMessageMedia", 0x089f5c4a)
+_T_DECRYPTEDMESSAGEMEDIA: TypeRef[TypeDecryptedMessageMedia] = TypeRef(
+    "DecryptedMessageMedia",
+    0x089f5c4a,
+    0x7afe8ae2,
+    0xf1fa8d78,
+)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -149,6 +154,118 @@ class DecryptedMessageMediaEmpty(TLObject):
     @classmethod
     def _read_bare(cls, r: Reader) -> DecryptedMessageMediaEmpty:
         return cls()
+
+
+@dataclass(slots=True, kw_only=True)
+class DecryptedMessageMediaPhoto(TLObject):
+    """
+    ``decryptedMessageMediaPhoto#f1fa8d78 thumb:bytes thumb_w:int thumb_h:int w:int h:int size:int key:bytes
+    iv:bytes caption:string = DecryptedMessageMedia;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0xf1fa8d78
+    TL_NAME: ClassVar[str] = "decryptedMessageMediaPhoto"
+
+    thumb: bytes
+    thumb_w: int
+    thumb_h: int
+    w: int
+    h: int
+    size: int
+    key: bytes
+    iv: bytes
+    caption: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_bytes(out, self.thumb)
+        out += INT.pack(self.thumb_w)
+        out += INT.pack(self.thumb_h)
+        out += INT.pack(self.w)
+        out += INT.pack(self.h)
+        out += INT.pack(self.size)
+        write_bytes(out, self.key)
+        write_bytes(out, self.iv)
+        write_string(out, self.caption)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DecryptedMessageMediaPhoto:
+        _thumb = r.read_bytes()
+        _thumb_w = r.read_int()
+        _thumb_h = r.read_int()
+        _w = r.read_int()
+        _h = r.read_int()
+        _size = r.read_int()
+        _key = r.read_bytes()
+        _iv = r.read_bytes()
+        _caption = r.read_string()
+        return cls(
+            thumb=_thumb,
+            thumb_w=_thumb_w,
+            thumb_h=_thumb_h,
+            w=_w,
+            h=_h,
+            size=_size,
+            key=_key,
+            iv=_iv,
+            caption=_caption,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class DecryptedMessageMediaDocument(TLObject):
+    """
+    ``decryptedMessageMediaDocument#7afe8ae2 thumb:bytes thumb_w:int thumb_h:int mime_type:string size:int key:bytes
+    iv:bytes attributes:Vector<DocumentAttribute> caption:string = DecryptedMessageMedia;``
+    """
+
+    CONSTRUCTOR_ID: ClassVar[int] = 0x7afe8ae2
+    TL_NAME: ClassVar[str] = "decryptedMessageMediaDocument"
+
+    thumb: bytes
+    thumb_w: int
+    thumb_h: int
+    mime_type: str
+    size: int
+    key: bytes
+    iv: bytes
+    attributes: list[TLObject]
+    caption: str
+
+    def _write_bare(self, out: bytearray) -> None:
+        write_bytes(out, self.thumb)
+        out += INT.pack(self.thumb_w)
+        out += INT.pack(self.thumb_h)
+        write_string(out, self.mime_type)
+        out += INT.pack(self.size)
+        write_bytes(out, self.key)
+        write_bytes(out, self.iv)
+        out += VECTOR_HEADER + INT.pack(len(self.attributes))
+        for attributes_item in self.attributes:
+            attributes_item._write(out)
+        write_string(out, self.caption)
+
+    @classmethod
+    def _read_bare(cls, r: Reader) -> DecryptedMessageMediaDocument:
+        _thumb = r.read_bytes()
+        _thumb_w = r.read_int()
+        _thumb_h = r.read_int()
+        _mime_type = r.read_string()
+        _size = r.read_int()
+        _key = r.read_bytes()
+        _iv = r.read_bytes()
+        _attributes = r.read_vector(lambda: r.read_object())
+        _caption = r.read_string()
+        return cls(
+            thumb=_thumb,
+            thumb_w=_thumb_w,
+            thumb_h=_thumb_h,
+            mime_type=_mime_type,
+            size=_size,
+            key=_key,
+            iv=_iv,
+            attributes=_attributes,
+            caption=_caption,
+        )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -440,12 +557,18 @@ TypeDecryptedMessageAction: TypeAlias = (
     | DecryptedMessageActionNoop
 )
 TypeDecryptedMessageLayer: TypeAlias = DecryptedMessageLayer
-TypeDecryptedMessageMedia: TypeAlias = DecryptedMessageMediaEmpty
+TypeDecryptedMessageMedia: TypeAlias = (
+    DecryptedMessageMediaEmpty
+    | DecryptedMessageMediaPhoto
+    | DecryptedMessageMediaDocument
+)
 
 register(
     DecryptedMessage,
     DecryptedMessageService,
     DecryptedMessageMediaEmpty,
+    DecryptedMessageMediaPhoto,
+    DecryptedMessageMediaDocument,
     DecryptedMessageActionSetMessageTTL,
     DecryptedMessageActionReadMessages,
     DecryptedMessageActionDeleteMessages,
@@ -476,7 +599,9 @@ __all__ = [
     "DecryptedMessageActionScreenshotMessages",
     "DecryptedMessageActionSetMessageTTL",
     "DecryptedMessageLayer",
+    "DecryptedMessageMediaDocument",
     "DecryptedMessageMediaEmpty",
+    "DecryptedMessageMediaPhoto",
     "DecryptedMessageService",
     "TypeDecryptedMessage",
     "TypeDecryptedMessageAction",
