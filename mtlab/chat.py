@@ -14,6 +14,14 @@ Incoming messages arrive live: the updates service pushes them, and the SDK's or
 each one over once. Incoming ones print as ``[Name] text`` (``[Name in Title] text`` in a group or a channel, or
 ``[Title] text`` for a post without an author); your own, sent here or from another device, do not.
 
+Photos and files (core.telegram.org/api/files): ``/photo PATH`` and ``/file PATH`` upload the file in parts
+(upload.saveFilePart, the SDK's ``files.upload``) and send it with messages.sendMedia (inputMediaUploadedPhoto, or
+inputMediaUploadedDocument with the file's name and a MIME type guessed from it). A message that carries one shows
+what it carries, in history, search and live lines alike: ``#13 Alice: (photo 900x600, 3 sizes) caption``, and live
+``[Alice] #13 (file report.pdf, 12,345 bytes, application/pdf) caption`` (the id, which text lines leave out, is
+what ``/save`` takes). ``/save ID`` downloads it (upload.getFile, the SDK's ``files.download``; for a photo its
+largest size, which is the original the sender uploaded) into the ``--downloads`` folder, never over a file there.
+
 It needs no terminal: lines come from stdin as they would from a pipe, read by a thread of their own while the
 receiver runs, and the end of input ends the session like ``/quit``.
 """
@@ -21,8 +29,11 @@ receiver runs, and the end of input ends the session like ``/quit``.
 from __future__ import annotations
 
 import contextlib
+import mimetypes
+import os
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,25 +45,31 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from mtlab import secretchat
-from mtlab.client import Client, ClientError, Reset, RpcError, TransportKind, Update
+from mtlab.client import Client, ClientError, Reset, RpcError, TransportKind, Update, files
 from mtlab.demo import (
     CALL_TIMEOUT,
     GET_DIALOGS,
     ME,
     client_config,
     describe_authorization,
+    describe_media,
     describe_message,
     describe_user,
     display_name,
+    file_name,
     get_history,
     input_peer,
+    message_text,
+    new_file,
     random_id,
+    safe_name,
     sign_in,
     timed,
 )
 from mtlab.stack import RunningStack
 from mtproto.tl import api
 from services.auth.codes import code_for_test_number
+from services.common.config import ConfigError, MediaConfig, media_config
 
 HELP = """commands:
   /add PHONE [First [Last]]  find who has this number and keep them as a contact (contacts.importContacts)
@@ -64,6 +81,9 @@ HELP = """commands:
   /delete ID [--everyone]    delete message ID for you, or for both sides (messages.deleteMessages)
   /read                      mark your chat with the current peer read (messages.readHistory)
   /search TEXT               messages containing TEXT, in every chat (messages.search)
+  /photo PATH [caption]      send the picture at PATH to the current peer (upload.saveFilePart, messages.sendMedia)
+  /file PATH [caption]       send the file at PATH to the current peer as a document, with its name and type
+  /save ID                   download what message ID carries (a photo's largest size) into the --downloads folder
   /me                        who you are (users.getUsers [inputUserSelf])
   /sessions                  your signed-in devices (account.getAuthorizations)
   /revoke HASH               sign out the device with this hash (account.resetAuthorization; see /sessions)
@@ -79,10 +99,31 @@ HELP = """commands:
   /help                      this list
   /quit                      leave (so does the end of input)
 anything else is a message to the current peer (messages.sendMessage);
-messages that arrive print as [Name] text"""
+messages that arrive print as [Name] text, or [Name] #ID (photo WxH, N sizes) caption when they carry something
+(/save ID downloads it); a PATH with spaces may be put in quotes, or not: the longest start of the line that names
+a file is the path"""
 
 NO_PEER = "nobody chosen to write to: /to PHONE|@username|NAME first (/add PHONE finds someone)"
 HISTORY_DEFAULT, HISTORY_MAX = 20, 100
+
+#: What the media service's refusal of an upload means to the sender (any other error is printed as it comes).
+UPLOAD_REFUSED = {
+    "FILE_PARTS_INVALID": "the media service takes no file this large",
+    "MEDIA_QUOTA_EXCEEDED": "your space on the media service is used up (MTLAB_MEDIA_QUOTA_BYTES)",
+}
+#: A photo has no name of its own: its file name's suffix is the type upload.getFile says its bytes are.
+PHOTO_SUFFIXES: dict[type[api.types.storage.TypeFileType], str] = {
+    api.types.storage.FileJpeg: ".jpg", api.types.storage.FilePng: ".png", api.types.storage.FileGif: ".gif",
+    api.types.storage.FileWebp: ".webp",
+}
+#: How much of a photo /save reads first to learn its type (upload.getFile's smallest aligned request).
+PROBE = 4096
+
+
+def live_text(m: api.types.Message) -> str:
+    """What a line that arrives says of ``m``: its text; first its id and what it carries, when it carries a photo or
+    a file (the id is what /save takes)."""
+    return f"#{m.id} {message_text(m)}" if describe_media(m.media) else m.message
 
 
 @dataclass(frozen=True)
@@ -169,7 +210,7 @@ class Chat:
     def __init__(self, client: Client, console: Console, me: api.types.User, *,
                  downloads: Path = Path("downloads")) -> None:
         self.client, self.console, self.me = client, console, me
-        self.downloads = downloads  # where files that arrive in secret chats are saved (secretchat.py)
+        self.downloads = downloads  # where /save and files that arrive in secret chats (secretchat.py) put files
         self.users: dict[int, api.types.User] = {me.id: me}
         self.phones: dict[int, str] = {}  # user id -> number, as contacts.* show it (other answers leave it out)
         self.peer: api.types.User | None = None
@@ -277,7 +318,7 @@ class Chat:
             if to is not None and (to, m.message) in self.sending:
                 self.sending.remove((to, m.message))
             elif to is not None:
-                self.console.notice(f"[you, on another device, to {self.name(to)}] {m.message}")
+                self.console.notice(f"[you, on another device, to {self.name(to)}] {live_text(m)}")
             return
         forwarded = "(forwarded) " if m.fwd_from is not None else ""
         if isinstance(m.from_id, api.types.PeerUser) and m.from_id.user_id not in self.users:
@@ -292,7 +333,7 @@ class Chat:
             chat = event.chats.get(chat_id)
             where = getattr(chat, "title", None) or f"chat {chat_id}"
         label = where if sender is None else sender if where is None else f"{sender} in {where}"
-        self.console.notice(f"[{label}] {forwarded}{m.message}")
+        self.console.notice(f"[{label}] {forwarded}{live_text(m)}")
 
     async def _receive(self, scope: anyio.CancelScope) -> None:
         """Show the ordered stream as it comes; a lost connection (or signing out) ends the session."""
@@ -521,6 +562,180 @@ async def _search(chat: Chat, arg: str) -> None:
         chat.say(f"  with {where}: {describe_message(m, chat.author(m))}")
 
 
+# -- photos and files ---------------------------------------------------------------------------------------
+
+
+def upload_limit() -> int:
+    """The largest file the media service takes, as this environment configures it (MTLAB_MEDIA_MAX_FILE_SIZE, and
+    MTLAB_MEDIA_MAX_PARTS of the SDK's 512 KiB parts: `mtlab up` run from the same environment reads the same
+    knobs), so that a file it would refuse is not uploaded first; the service's own answer still decides."""
+    try:
+        config = media_config(os.environ)
+    except ConfigError:  # the service would not start with that value: it runs with something else
+        config = MediaConfig()
+    return min(config.max_file_size, config.max_parts * files.PART)
+
+
+def path_and_caption(arg: str) -> tuple[Path, str]:
+    """``PATH [caption]``: the path is what is in quotes at the start (``"my photo.png" caption``), else the longest
+    run of leading words that names something on disk (a name with spaces needs no quotes), else the first word; the
+    rest is the caption."""
+    quote = arg[:1]
+    if quote in ("'", '"') and (end := arg.find(quote, 1)) > 0:
+        return Path(arg[1:end]).expanduser(), arg[end + 1:].strip()
+    words = arg.split(" ")
+    for n in range(len(words), 0, -1):
+        path = Path(" ".join(words[:n])).expanduser()
+        if path.exists():
+            return path, " ".join(words[n:]).strip()
+    return Path(words[0]).expanduser(), " ".join(words[1:]).strip()
+
+
+def unreadable(path: Path) -> str | None:
+    """Why the file at ``path`` cannot be sent, or None when it can be read."""
+    if not path.exists():
+        return f"no file at {path}"
+    if not path.is_file():
+        return f"{path} is not a file"
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    return None
+
+
+async def _send_media(chat: Chat, arg: str, *, photo: bool) -> None:
+    """/photo and /file: upload the file in parts, then messages.sendMedia to the current peer."""
+    if not arg:
+        chat.say(f"usage: {'/photo' if photo else '/file'} PATH [caption]")
+        return
+    peer = chat.current()
+    if peer is None:
+        return
+    path, caption = path_and_caption(arg)
+    problem = unreadable(path)
+    if problem is not None:
+        chat.say(f"not sent: {problem}")
+        return
+    size, limit = path.stat().st_size, upload_limit()
+    if size > limit:
+        chat.say(f"not sent: {path.name} is {size:,} bytes, more than the media service takes ({limit:,} bytes)")
+        return
+    started = time.perf_counter()
+    try:
+        answer = await _upload_and_send(chat, peer, path, caption, photo=photo)
+    except TimeoutError:  # an OSError too, but the server's silence, not the file's: run_line says it
+        raise
+    except OSError as exc:  # the file changed, or went, while it was read
+        chat.say(f"not sent: cannot read {path}: {exc.strerror or exc}")
+        return
+    except RpcError as exc:
+        if exc.message not in UPLOAD_REFUSED:
+            raise  # run_line says it
+        chat.say(f"not sent: {exc.code} {exc.message}: {UPLOAD_REFUSED[exc.message]}")
+        return
+    ms = (time.perf_counter() - started) * 1000
+    sent = next((u.message for u in getattr(answer, "updates", []) if isinstance(u, api.types.UpdateNewMessage)
+                 and isinstance(u.message, api.types.Message)), None)
+    if sent is None:
+        chat.say(f"sent {path.name} to {display_name(peer)} ({size:,} bytes, {ms:.0f} ms)")
+        return
+    as_file = isinstance(sent.media, api.types.MessageMediaDocument)  # its line says its size already
+    note = ""
+    if photo and as_file:
+        note = "; the media service could not decode it as a picture (or it is over its photo size): sent as a file"
+    chat.say(f"sent #{sent.id} to {display_name(peer)}: {message_text(sent)} "
+             f"({'' if as_file else f'{size:,} bytes, '}{ms:.0f} ms{note})")
+
+
+async def _upload_and_send(chat: Chat, peer: api.types.User, path: Path, caption: str, *,
+                           photo: bool) -> api.types.TypeUpdates:
+    """upload.saveFilePart for each part (every one a call under CALL_TIMEOUT), then messages.sendMedia."""
+    chat.sending.append((peer.id, caption))  # the caption is the text of the message the stream shows us
+    try:
+        uploaded = await files.upload(chat.call, path)
+        media: api.types.TypeInputMedia
+        if photo:
+            media = api.types.InputMediaUploadedPhoto(file=uploaded)
+        else:
+            mime_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            named = api.types.DocumentAttributeFilename(file_name=path.name)
+            media = api.types.InputMediaUploadedDocument(file=uploaded, mime_type=mime_type, attributes=[named])
+        answer: api.types.TypeUpdates = await chat.call(api.functions.messages.SendMedia(
+            peer=input_peer(peer), media=media, message=caption, random_id=random_id()))
+    except BaseException:
+        chat.sending.remove((peer.id, caption))  # no message of ours is coming to be told apart
+        raise
+    return answer
+
+
+async def _photo(chat: Chat, arg: str) -> None:
+    await _send_media(chat, arg, photo=True)
+
+
+async def _file(chat: Chat, arg: str) -> None:
+    await _send_media(chat, arg, photo=False)
+
+
+async def _save(chat: Chat, arg: str) -> None:
+    """Download what message ID carries into the downloads folder, under a name no file there has."""
+    if not arg.isdigit():
+        chat.say("usage: /save ID (the id /history, or the line that showed the message, gives it)")
+        return
+    msg_id = int(arg)
+    found = await chat.call(api.functions.messages.GetMessages(id=[api.types.InputMessageID(id=msg_id)]))
+    chat.learn(found.users)
+    m = next((m for m in found.messages
+              if isinstance(m, (api.types.Message, api.types.MessageService)) and m.id == msg_id), None)
+    if m is None:
+        chat.say(f"no message #{msg_id} in your chats (/history shows their ids)")
+        return
+    media = m.media if isinstance(m, api.types.Message) else None
+    photo = media.photo if isinstance(media, api.types.MessageMediaPhoto) else None
+    document = media.document if isinstance(media, api.types.MessageMediaDocument) else None
+    expected: int | None  # the size the message gives, which the download must match
+    if isinstance(document, api.types.Document):
+        where = files.location(media)
+        expected = document.size
+        name = safe_name(file_name(document)) or f"file_{msg_id}{mimetypes.guess_extension(document.mime_type) or ''}"
+    elif isinstance(photo, api.types.Photo) and photo.sizes:
+        where = files.location(media)  # the largest size: the original (services/media/photos.py)
+        largest = photo.sizes[-1]
+        expected = largest.size if isinstance(largest, api.types.PhotoSize) else None
+        # A photo has no name: what upload.getFile says its first bytes are gives the suffix.
+        first = await chat.call(api.functions.upload.GetFile(location=where, offset=0, limit=PROBE))
+        name = f"photo_{msg_id}{PHOTO_SUFFIXES.get(type(first.type), '')}"
+    else:
+        chat.say(f"message #{msg_id} carries no photo or file")
+        return
+    folder = chat.downloads
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path, out = new_file(folder, name)
+    except OSError as exc:
+        chat.say(f"not saved: cannot write in {folder}: {exc}")
+        return
+    started, saved = time.perf_counter(), False
+    try:  # an error of the download (an RpcError, a timeout) is said by run_line, once the partial file is gone
+        with out:
+            written = await files.download(chat.call, where, out)  # each chunk one call, under CALL_TIMEOUT
+        if expected is not None and written != expected:
+            chat.say(f"not saved: the download gave {written:,} of the {expected:,} bytes of #{msg_id}")
+        else:
+            saved = True
+    except TimeoutError:  # an OSError too, but the server's silence: run_line says it
+        raise
+    except OSError as exc:
+        chat.say(f"not saved: cannot write {path}: {exc}")
+    finally:
+        if not saved:
+            path.unlink(missing_ok=True)
+    if saved:
+        ms = (time.perf_counter() - started) * 1000
+        what = describe_media(media) if document is not None else f"{describe_media(media)}, {written:,} bytes"
+        chat.say(f"saved #{msg_id} ({what}) in {ms:.0f} ms: {path}")
+
+
 async def _me(chat: Chat, _arg: str) -> None:
     [me], ms = await timed(chat.client, ME)
     chat.say(f"{describe_user(me)} ({ms:.0f} ms)")
@@ -562,8 +777,8 @@ async def _help(chat: Chat, _arg: str) -> None:
 Command = Callable[[Chat, str], Awaitable[None]]
 COMMANDS: dict[str, Command] = {
     "/add": _add, "/contacts": _contacts, "/to": _to, "/dialogs": _dialogs, "/history": _history, "/edit": _edit,
-    "/delete": _delete, "/read": _read, "/search": _search, "/me": _me, "/sessions": _sessions, "/revoke": _revoke,
-    "/config": _config, "/ping": _ping, "/help": _help,
+    "/delete": _delete, "/read": _read, "/search": _search, "/photo": _photo, "/file": _file, "/save": _save,
+    "/me": _me, "/sessions": _sessions, "/revoke": _revoke, "/config": _config, "/ping": _ping, "/help": _help,
     **secretchat.COMMANDS,
 }
 

@@ -231,13 +231,15 @@ def _add_client_commands(sub: Any, add_data_dir: Any) -> None:
                           description="Sign in to the running stack (the code is asked for on stdin unless "
                           "--code gives it; test numbers 99966XYYYY get X five times), then read commands, one "
                           "a line: /add PHONE, /contacts, /to PHONE|@username|NAME, /dialogs, /history, /edit, "
-                          "/delete, /read, /search, /me, /sessions, /revoke, /config, /ping, /help, /quit, and for "
+                          "/delete, /read, /search, photos and files with /photo PATH [caption], /file PATH "
+                          "[caption], /save ID, then /me, /sessions, /revoke, /config, /ping, /help, /quit, and for "
                           "end-to-end encrypted secret chats /secret NAME|PHONE, /accept ID, /s TEXT, /sfile PATH, "
                           "/close [ID], /secrets (/help says more). Any other line is a message to the chosen peer; "
                           "messages that arrive are printed as they come (pushed; gaps filled with "
-                          "updates.getDifference); a file that arrives in a secret chat is decrypted and saved in "
-                          "the --downloads folder, and its line names the path. Works without a terminal (lines "
-                          "from a pipe); the end of input quits.")
+                          "updates.getDifference), with what they carry (a photo's size, a file's name, size and "
+                          "type); /save ID downloads a message's photo or file into the --downloads folder, and a "
+                          "file that arrives in a secret chat is decrypted and saved there at once; the line names "
+                          "the path. Works without a terminal (lines from a pipe); the end of input quits.")
     add_data_dir(chat)
     chat.add_argument("--phone", metavar="NUMBER", help="the phone number to sign in with (asked for if missing)")
     chat.add_argument("--code", metavar="DIGITS", help="the login code (asked for on stdin if missing)")
@@ -254,8 +256,9 @@ def _add_client_commands(sub: Any, add_data_dir: Any) -> None:
                       help="0: do not show incoming messages; any other value (default 1): show them as they "
                       "arrive (kept for scripts: messages are pushed, not polled)")
     chat.add_argument("--downloads", type=Path, metavar="DIR",
-                      help="where files that arrive in secret chats are saved (default: downloads/ in the data "
-                      "directory, e.g. .mtlab/downloads); a name already there gets ' (1)' added, never overwritten")
+                      help="where /save ID and files that arrive in secret chats are saved (default: downloads/ in "
+                      "the data directory, e.g. .mtlab/downloads); a name already there gets ' (1)' added, never "
+                      "overwritten")
     chat.set_defaults(func=_cmd_chat)
 
 

@@ -9,6 +9,10 @@ marks the chat read (messages.readHistory); Alice sees the reply and the read ma
 own copies, with his own message ids, the edit included. The transcript says who did what, over which transport,
 what came back and how long it took. Run it again and the same two accounts talk again: the transcript shows only
 this run's messages.
+
+It also holds what `mtlab chat` (chat.py, secretchat.py) shares with the demo: signing in, naming peers, the lines
+that describe users and messages (what a message carries included: ``describe_media``), and how a file that is
+saved gets its name in the downloads folder without overwriting anything (``safe_name``, ``new_file``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import anyio
 
@@ -103,10 +108,65 @@ def describe_user(user: api.types.TypeUser) -> str:
     return f"user {user.id} {name!r}, phone +{user.phone}{', self' if user.self else ''}"
 
 
+def file_name(document: api.types.Document) -> str:
+    """The name the sender gave a document (documentAttributeFilename), or ""."""
+    return next((a.file_name for a in document.attributes if isinstance(a, api.types.DocumentAttributeFilename)), "")
+
+
+def describe_media(media: api.types.TypeMessageMedia | None) -> str:
+    """What a message carries: ``photo 900x600, 3 sizes`` (the largest size's dimensions: the original, which
+    files.location downloads), ``file report.pdf, 12,345 bytes, application/pdf``; "" for nothing."""
+    if media is None or isinstance(media, api.types.MessageMediaEmpty):
+        return ""
+    if isinstance(media, api.types.MessageMediaPhoto):
+        photo = media.photo
+        if not isinstance(photo, api.types.Photo) or not photo.sizes:
+            return "photo, no longer available"
+        largest = photo.sizes[-1]  # sizes come smallest first
+        w, h = getattr(largest, "w", 0), getattr(largest, "h", 0)
+        n = len(photo.sizes)
+        return f"photo{f' {w}x{h}' if w and h else ''}, {n} size{'' if n == 1 else 's'}"
+    if isinstance(media, api.types.MessageMediaDocument):
+        d = media.document
+        if not isinstance(d, api.types.Document):
+            return "file, no longer available"
+        name = file_name(d)
+        return f"file{f' {name}' if name else ''}, {d.size:,} bytes, {d.mime_type}"
+    return media.TL_NAME  # a kind of media mtlab does not make (geo, contact, poll...)
+
+
+def message_text(m: api.types.Message) -> str:
+    """The text of a message, after what it carries in brackets: ``(photo 900x600, 3 sizes) caption``."""
+    carried = describe_media(m.media)
+    return f"({carried}) {m.message}".rstrip() if carried else m.message
+
+
 def describe_message(m: api.types.Message, who: str) -> str:
-    """``#12 Alice: text (edited)``: the id (the reader's own, as /edit and /delete take it), author, text."""
+    """``#12 Alice: text (edited)``: the id (the reader's own, as /edit, /delete and /save take it), author, text
+    (and what the message carries: ``#13 Alice: (photo 900x600, 3 sizes) caption``)."""
     forwarded = " (forwarded)" if m.fwd_from is not None else ""
-    return f"#{m.id} {who}:{forwarded} {m.message}{' (edited)' if m.edit_date else ''}"
+    return f"#{m.id} {who}:{forwarded} {message_text(m)}{' (edited)' if m.edit_date else ''}"
+
+
+def safe_name(name: str) -> str:
+    """A sender's file name as a name in one folder: the last path component, no leading dots (nothing hidden,
+    no ``..``), no control characters, at most 200 characters; "" when nothing is left."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip().lstrip(".")
+    return name[:200]
+
+
+def new_file(folder: Path, name: str) -> tuple[Path, BinaryIO]:
+    """A file created for writing in ``folder``: ``name``, or ``stem (n)suffix`` when that exists already (never
+    overwritten: opened with O_EXCL)."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    for n in range(1000):
+        path = folder / (name if n == 0 else f"{stem} ({n}){suffix}")
+        try:
+            return path, path.open("xb")
+        except FileExistsError:
+            continue
+    raise OSError(f"too many files called {name!r} already")
 
 
 def describe_authorization(a: api.types.TypeAuthorization) -> str:

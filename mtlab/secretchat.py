@@ -14,7 +14,8 @@ with the session (as a secret chat on a phone is lost with the phone).
 A file that arrives in a secret chat is downloaded, decrypted and saved at once into the chat's downloads folder
 (``mtlab chat --downloads DIR``; by default ``downloads/`` in the stack's data directory, ``.mtlab/downloads``),
 under the name the sender gave (made safe: no directories, nothing hidden), never over an existing file (``name
-(1).ext`` then); the line that says so names the path.
+(1).ext`` then; demo.py's ``safe_name`` and ``new_file``, which `/save` in an ordinary chat uses too); the line that
+says so names the path.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from mtlab.client import RpcError
@@ -38,6 +39,7 @@ from mtlab.client.secret import (
     SecretChatError,
     SecretChats,
 )
+from mtlab.demo import new_file, safe_name
 from mtproto.tl import api
 
 if TYPE_CHECKING:
@@ -64,8 +66,8 @@ class SecretSide:
         folder = self.chat.downloads
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            path, out = _new_file(folder, safe_name(e.name) or ("photo.jpg" if e.mime_type == "image/jpeg" else
-                                                                 f"file-{e.random_id & 0xFFFFFFFF:08x}"))
+            path, out = new_file(folder, safe_name(e.name) or ("photo.jpg" if e.mime_type == "image/jpeg" else
+                                                                f"file-{e.random_id & 0xFFFFFFFF:08x}"))
         except OSError as exc:
             return f"(secret chat {e.chat.id}: a file from {sender} could not be saved in {folder}: {exc})"
         try:
@@ -94,27 +96,6 @@ class SecretSide:
         if isinstance(e, Action):
             return None  # layer notices and the like: the engine's business
         return None
-
-
-def safe_name(name: str) -> str:
-    """The sender's file name as a name in one folder: the last path component, no leading dots (nothing hidden,
-    no ``..``), no control characters, at most 200 characters; "" when nothing is left."""
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if ch.isprintable()).strip().lstrip(".")
-    return name[:200]
-
-
-def _new_file(folder: Path, name: str) -> tuple[Path, BinaryIO]:
-    """A file created for writing in ``folder``: ``name``, or ``stem (n)suffix`` when that exists already (never
-    overwritten: opened with O_EXCL)."""
-    stem, suffix = Path(name).stem, Path(name).suffix
-    for n in range(1000):
-        path = folder / (name if n == 0 else f"{stem} ({n}){suffix}")
-        try:
-            return path, path.open("xb")
-        except FileExistsError:
-            continue
-    raise OSError(f"too many files called {name!r} already")
 
 
 _sides: WeakKeyDictionary[Any, SecretSide] = WeakKeyDictionary()

@@ -1,5 +1,5 @@
-"""`mtlab chat` and `mtlab demo` send real messages, against one detached stack (`mtlab up --detach`: gateway,
-auth, messages, Postgres with two shard databases, Redis).
+"""`mtlab chat` and `mtlab demo` send real messages, photos and files, against one detached stack (`mtlab up
+--detach`: gateway, auth, messages, updates, media, Postgres with two shard databases, Redis).
 
 Two `mtlab chat` processes talk to each other the way two people at two terminals would: each is driven through
 its stdin (a pipe) and its output read as it comes, so "B sees A's message" means B's receiver printed it (pushed,
@@ -20,8 +20,9 @@ from pathlib import Path
 import anyio
 import asyncpg
 import pytest
+from PIL import Image
 
-from mtlab.secretchat import safe_name
+from mtlab.demo import safe_name
 from tests.helpers.stack import REPO, Stack, new_stack
 
 POLL = "0.2"  # any value but 0 shows incoming messages (they are pushed; the option is kept for scripts)
@@ -38,13 +39,13 @@ def stack() -> Iterator[Stack]:
 class ChatProcess:
     """One `mtlab chat` subprocess: lines go in through stdin, its output is collected by a thread as it comes."""
 
-    def __init__(self, stack: Stack, phone: str, name: str) -> None:
+    def __init__(self, stack: Stack, phone: str, name: str, *extra: str, env: dict[str, str] | None = None) -> None:
         code = phone[5] * 5  # test numbers 99966XYYYY: the code is X five times
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mtlab", "chat", "--data-dir", str(stack.data_dir), "--phone", phone, "--code",
-             code, "--name", name, "--poll", POLL],
-            cwd=REPO, env=stack.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1)
+             code, "--name", name, "--poll", POLL, *extra],
+            cwd=REPO, env=stack.env | (env or {}), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.lines: list[str] = []
         self.mark = 0  # expect() looks from here on
         self._lock = threading.Lock()
@@ -207,8 +208,8 @@ def test_chat_help_lists_the_messaging_commands(stack: Stack) -> None:
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     for command in ("/add PHONE", "/contacts", "/to PHONE|@username|NAME", "/dialogs", "/history [N]",
-                    "/edit ID TEXT", "/delete ID [--everyone]", "/read", "/search TEXT", "/secret NAME|PHONE",
-                    "/s TEXT", "/sfile PATH"):
+                    "/edit ID TEXT", "/delete ID [--everyone]", "/read", "/search TEXT", "/photo PATH [caption]",
+                    "/file PATH [caption]", "/save ID", "/secret NAME|PHONE", "/s TEXT", "/sfile PATH"):
         assert f"  {command}" in done.stdout
     assert "nobody chosen to write to" in done.stdout  # /history without a peer
     assert "no chats yet" in done.stdout
@@ -289,6 +290,89 @@ def test_two_devices_each_live_and_a_secret_chat(stack: Stack) -> None:
     finally:
         for c in chats:
             c.kill()
+
+
+def saved_path(line: str) -> Path:
+    """The file a `/save` line names: ``saved #12 (photo 900x600, 3 sizes, 1,234 bytes) in 5 ms: PATH``."""
+    assert " ms: " in line, line
+    return Path(line.split(" ms: ", 1)[1])
+
+
+def test_photos_and_files_in_an_ordinary_chat(stack: Stack) -> None:
+    """The issue's "done when": a photo sent in `mtlab chat` arrives (live) and downloads intact. The media service
+    keeps the uploaded original as the photo's largest size (services/media/photos.py, assembly.py: thumbnails
+    only when smaller in bytes, the sizes listed smallest first), so `/save` gives back the very bytes sent."""
+    outgoing = stack.data_dir / "outgoing media"
+    outgoing.mkdir()
+    png = outgoing / "beach day.png"  # a space in the name: no quotes needed
+    Image.frombytes("RGB", (900, 600), os.urandom(900 * 600 * 3)).save(png)  # noise: every thumbnail is smaller
+    blob = outgoing / "blob.bin"
+    blob.write_bytes(os.urandom(100_000))
+    big = outgoing / "big.bin"
+    big.write_bytes(os.urandom(300_000))
+    downloads = stack.data_dir / "bob's downloads"
+    a = ChatProcess(stack, "9996641301", "Alice Media")
+    # Bob's environment says the media service takes 256 KiB at most: his chat refuses a larger file up front.
+    b = ChatProcess(stack, "9996652302", "Bob Media", "--downloads", str(downloads),
+                    env={"MTLAB_MEDIA_MAX_FILE_SIZE": str(256 * 1024)})
+    try:
+        a.expect("signed in; /help")
+        b.expect("signed in; /help")
+        a.run(f"/photo {png}", "nobody chosen to write to: /to PHONE|@username|NAME first")
+        a.run("/add 9996652302 Bob", "plain lines now go to Bob Media")
+        a.run("/photo", "usage: /photo PATH [caption]")
+        a.run(f"/photo {stack.data_dir / 'missing.png'} hi", f"not sent: no file at {stack.data_dir / 'missing.png'}")
+        a.run(f"/file {outgoing}", f"not sent: {outgoing} is not a file")
+
+        sent = a.run(f"/photo {png} a day at the beach", "sent #")[-1]
+        assert "to Bob Media: (photo 900x600, 3 sizes) a day at the beach" in sent, sent
+        line = b.expect("[Alice Media] #")
+        assert line.endswith(" (photo 900x600, 3 sizes) a day at the beach"), line
+        photo_id = message_id(line)
+        saved = saved_path(b.run(f"/save {photo_id}", "saved #")[-1])
+        assert saved == downloads / f"photo_{photo_id}.png"
+        assert saved.read_bytes() == png.read_bytes()
+        again = saved_path(b.run(f"/save {photo_id}", "saved #")[-1])  # never over the first one
+        assert again == downloads / f"photo_{photo_id} (1).png"
+        assert again.read_bytes() == saved.read_bytes() == png.read_bytes()
+
+        sent = a.run(f"/file {blob} raw bytes", "sent #")[-1]
+        described = "(file blob.bin, 100,000 bytes, application/octet-stream) raw bytes"
+        assert described in sent, sent
+        line = b.expect("[Alice Media] #")
+        assert line.endswith(described), line
+        file_id = message_id(line)
+        saved = saved_path(b.run(f"/save {file_id}", "saved #")[-1])
+        assert saved == downloads / "blob.bin"
+        assert saved.read_bytes() == blob.read_bytes()
+
+        # History and search show what a message carries, with the id /save takes.
+        b.run("/to Alice", "plain lines now go to Alice Media")
+        history = b.run("/history", f"#{file_id} Alice Media: {described}")
+        assert position(history, f"#{photo_id} Alice Media: (photo 900x600, 3 sizes) a day at the beach") < position(
+            history, f"#{file_id} Alice Media: {described}")
+        a.run("/search beach", "1 message(s) contain 'beach'")
+        found = a.expect("with Bob Media: #")
+        assert found.endswith(" you: (photo 900x600, 3 sizes) a day at the beach"), found
+
+        # What cannot be saved or sent says why, and the chat goes on.
+        text_id = message_id(b.run("thanks for the photo", "sent #")[-1])
+        a.expect("[Bob Media] thanks for the photo")
+        b.run(f"/save {text_id}", f"message #{text_id} carries no photo or file")
+        b.run("/save 999999", "no message #999999 in your chats")
+        b.run("/save last", "usage: /save ID")
+        b.run(f"/file {big}", "not sent: big.bin is 300,000 bytes, more than the media service takes (262,144 bytes)")
+        b.run(f"/photo '{outgoing / 'no such.png'}' a caption", f"not sent: no file at {outgoing / 'no such.png'}")
+        b.run("/ping", "pong in")
+        a.run(f"/photo {blob}", "could not decode it as a picture")  # not an image: it goes as a file
+        b.expect("[Alice Media] #")
+
+        assert a.quit() == 0 and b.quit() == 0
+        # Alice's own sends came back to her neither as incoming nor as another device's.
+        assert "[Alice Media]" not in a.output and "on another device" not in a.output
+    finally:
+        a.kill()
+        b.kill()
 
 
 def test_a_received_files_name_stays_in_the_downloads_folder() -> None:
