@@ -149,29 +149,33 @@ async def _accept(chat: Chat, arg: str) -> None:
     chat.say(f"secret chat {c.id} with {chat.name(c.peer_id)} is open on this device: /s TEXT writes to it")
 
 
-async def _send(chat: Chat, arg: str) -> None:
-    s = side(chat)
-    if s.current is None:
+def _writable(chat: Chat, arg: str, usage: str) -> int | None:
+    """The open secret chat a command writes to, or None (having said why: none open, or nothing to send)."""
+    current = side(chat).current
+    if current is None:
         chat.say("no secret chat open: /secret NAME asks for one, /accept ID takes one")
-        return
-    if not arg:
-        chat.say("usage: /s TEXT")
+    elif not arg:
+        chat.say(f"usage: {usage}")
+    else:
+        return current
+    return None
+
+
+async def _send(chat: Chat, arg: str) -> None:
+    current = _writable(chat, arg, "/s TEXT")
+    if current is None:
         return
     try:
-        await s.engine.send(s.current, arg)
+        await side(chat).engine.send(current, arg)
     except SecretChatError as exc:
         chat.say(str(exc))
         return
-    chat.say(f"sent to secret chat {s.current} (end-to-end encrypted)")
+    chat.say(f"sent to secret chat {current} (end-to-end encrypted)")
 
 
 async def _send_file(chat: Chat, arg: str) -> None:
-    s = side(chat)
-    if s.current is None:
-        chat.say("no secret chat open: /secret NAME asks for one, /accept ID takes one")
-        return
-    if not arg:
-        chat.say("usage: /sfile PATH")
+    current = _writable(chat, arg, "/sfile PATH")
+    if current is None:
         return
     path = Path(arg).expanduser()
     if not path.is_file():
@@ -179,11 +183,11 @@ async def _send_file(chat: Chat, arg: str) -> None:
         return
     mime_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     try:
-        sent = await s.engine.send_file(s.current, path, mime_type=mime_type)
+        sent = await side(chat).engine.send_file(current, path, mime_type=mime_type)
     except (SecretChatError, OSError) as exc:
         chat.say(f"not sent: {exc}")
         return
-    chat.say(f"sent {path.name} ({sent.media.size} bytes) to secret chat {s.current} (end-to-end encrypted: the "
+    chat.say(f"sent {path.name} ({sent.media.size} bytes) to secret chat {current} (end-to-end encrypted: the "
              f"server stores {sent.file.size} bytes of ciphertext)")
 
 

@@ -34,6 +34,34 @@ async def attach(client: RpcClient, user: int, f: Any, readers: list[int]) -> An
     return Reader(answer.media).read_object()
 
 
+async def upload(client: RpcClient, user: int, file_id: int, data: bytes) -> None:
+    for i, part in enumerate(parts_of(data, 512 * KIB)):
+        await call(client, user, api.functions.upload.SaveFilePart(file_id=file_id, file_part=i, bytes=part))
+
+
+async def download(client: RpcClient, user: int, media: Any, size: int) -> bytes:
+    got = bytearray()
+    for offset in range(0, size, MIB):
+        got += (await call(client, user, api.functions.upload.GetFile(location=location(media), offset=offset,
+                                                                      limit=MIB))).bytes
+    return bytes(got)
+
+
+def upload_then_crash(service: Any, file_id: int, data: bytes, readers: list[int]) -> None:
+    """Alice uploads ``data`` and attaches it; the service, told to crash in the assembly, dies answering."""
+
+    async def run() -> None:
+        async with RpcClient("media", "127.0.0.1", service.rpc_port) as client:
+            with anyio.fail_after(30):
+                await client.wait_connected()
+                await upload(client, ALICE, file_id, data)
+                with pytest.raises(ServiceUnavailable):  # the process died while assembling
+                    await attach(client, ALICE, input_file(file_id, data, 512 * KIB), readers)
+
+    anyio.run(run)
+    assert service.wait() == CRASH_EXIT
+
+
 async def rows(dsn: str, sql: str) -> Any:
     con = await asyncpg.connect(dsn)
     try:
@@ -57,19 +85,7 @@ def test_a_crash_during_assembly_leaves_no_half_file(database: str, redis_url: s
 
 def _crash_then_recover(service: Any, database: str, store: Path, data: bytes, file_id: int, where: str) -> None:
     service.start()
-
-    async def upload_then_crash() -> None:
-        async with RpcClient("media", "127.0.0.1", service.rpc_port) as client:
-            with anyio.fail_after(30):
-                await client.wait_connected()
-                for i, part in enumerate(parts_of(data, 512 * KIB)):
-                    await call(client, ALICE, api.functions.upload.SaveFilePart(file_id=file_id, file_part=i,
-                                                                                bytes=part))
-                with pytest.raises(ServiceUnavailable):  # the process died while assembling
-                    await attach(client, ALICE, input_file(file_id, data, 512 * KIB), [BOB])
-
-    anyio.run(upload_then_crash)
-    assert service.wait() == CRASH_EXIT
+    upload_then_crash(service, file_id, data, [BOB])
     blobs = [p for p in (store / "blobs").rglob("*") if p.is_file()]
     temps = list((store / "tmp").iterdir())
     staged = [p for p in (store / "staging").rglob("*") if p.is_file()]
@@ -91,11 +107,7 @@ def _crash_then_recover(service: Any, database: str, store: Path, data: bytes, f
             with anyio.fail_after(30):
                 await client.wait_connected()
                 media = await attach(client, ALICE, input_file(file_id, data, 512 * KIB), [BOB])
-                got = bytearray()
-                for offset in range(0, len(data), MIB):
-                    got += (await call(client, BOB, api.functions.upload.GetFile(
-                        location=location(media), offset=offset, limit=MIB))).bytes
-                assert bytes(got) == data
+                assert await download(client, BOB, media, len(data)) == data
                 with pytest.raises(RpcError):
                     await call(client, 999, api.functions.upload.GetFile(location=location(media), offset=0,
                                                                          limit=MIB))
@@ -115,19 +127,7 @@ def test_an_orphan_changed_after_a_crash_is_not_trusted(database: str, redis_url
     service = media_process(tmp_path, database, redis_url, MTLAB_MEDIA_CRASH_AT="rename")
     try:
         service.start()
-
-        async def crash() -> None:
-            async with RpcClient("media", "127.0.0.1", service.rpc_port) as client:
-                with anyio.fail_after(30):
-                    await client.wait_connected()
-                    for i, part in enumerate(parts_of(data, 512 * KIB)):
-                        await call(client, ALICE, api.functions.upload.SaveFilePart(file_id=file_id, file_part=i,
-                                                                                    bytes=part))
-                    with pytest.raises(ServiceUnavailable):
-                        await attach(client, ALICE, input_file(file_id, data, 512 * KIB), [])
-
-        anyio.run(crash)
-        assert service.wait() == CRASH_EXIT
+        upload_then_crash(service, file_id, data, [])
         [orphan] = [p for p in (store / "blobs").rglob("*") if p.is_file()]
         service.start(MTLAB_MEDIA_CRASH_AT="")
 
@@ -139,15 +139,9 @@ def test_an_orphan_changed_after_a_crash_is_not_trusted(database: str, redis_url
                                                                                 bytes=os.urandom(512 * KIB)))
                     assert orphan.read_bytes() != data  # the orphan's bytes changed under its name
                     other = secrets.randbits(63)
-                    for i, part in enumerate(parts_of(data, 512 * KIB)):
-                        await call(client, BOB, api.functions.upload.SaveFilePart(file_id=other, file_part=i,
-                                                                                  bytes=part))
+                    await upload(client, BOB, other, data)
                     media = await attach(client, BOB, input_file(other, data, 512 * KIB), [])
-                    got = bytearray()
-                    for offset in range(0, len(data), MIB):
-                        got += (await call(client, BOB, api.functions.upload.GetFile(
-                            location=location(media), offset=offset, limit=MIB))).bytes
-                    assert bytes(got) == data
+                    assert await download(client, BOB, media, len(data)) == data
 
         anyio.run(change_then_upload_again)
         blob = store / "blobs" / orphan.relative_to(store / "blobs")
