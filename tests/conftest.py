@@ -87,14 +87,17 @@ class Databases:
         self.made.clear()
 
     async def _drop(self, names: list[str]) -> None:
-        con = await asyncpg.connect(self.server.dsn)
-        try:
-            existing = {r["datname"] for r in await con.fetch("SELECT datname FROM pg_database")}
-            for name in sorted(existing):
-                if name in names or any(name.startswith(f"{made}_shard_") for made in names):
-                    await con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await con.close()
+        # Eight at a time: each DROP DATABASE waits for a checkpoint, and drops waiting together share one (about
+        # twice as fast; the run made ~100 databases, whose drops took 27 s one by one).
+        async with asyncpg.create_pool(self.server.dsn, min_size=1, max_size=8) as pool:
+            existing = {r["datname"] for r in await pool.fetch("SELECT datname FROM pg_database")}
+            doomed = sorted(name for name in existing
+                            if name in names or any(name.startswith(f"{made}_shard_") for made in names))
+
+            async def drop(name: str) -> None:
+                await pool.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+            await asyncio.gather(*(drop(name) for name in doomed))
 
 
 @pytest.fixture(scope="session")
