@@ -1,8 +1,9 @@
 """Where file bytes live: content-addressed blobs, and the parts of uploads in progress (staging).
 
 ``BlobStore`` is the small interface the service needs of any backend (a local directory here; an S3-compatible
-store would implement the same five calls). A blob is named by the SHA-256 of its content, so identical content
-is one blob however many files point at it (the database counts the references: ``media_blobs.refs``).
+store would implement the same six calls, its ``adopt`` uploading the finished file where a local store links it).
+A blob is named by the SHA-256 of its content, so identical content is one blob however many files point at it
+(the database counts the references: ``media_blobs.refs``).
 
 ``LocalBlobs`` lays a directory out as::
 
