@@ -61,6 +61,13 @@ class RpcError(Exception):
         self.message = message
 
 
+def signed_in(ctx: Context) -> int:
+    """The user a call comes from, or 401 AUTH_KEY_UNREGISTERED when its auth key is not signed in."""
+    if ctx.user_id is None:
+        raise RpcError(401, "AUTH_KEY_UNREGISTERED")
+    return ctx.user_id
+
+
 class ServiceUnavailable(RpcError):
     """The service is not connected (down, restarting, unreachable): the call was not delivered."""
 

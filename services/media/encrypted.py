@@ -53,7 +53,7 @@ from mtproto.tl.internal.types import media as media_types
 from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import Reader, TLDecodeError
 from services.common import db
-from services.common.rpc import RpcError
+from services.common.rpc import RpcError, signed_in
 from services.media import assembly, store
 from services.media.store import ENCRYPTED, FileRow
 
@@ -77,12 +77,6 @@ class Encrypted:
 
     file: FileRow
     key_fingerprint: int
-
-
-def _me(ctx: rpc.Context) -> int:
-    if ctx.user_id is None:
-        raise RpcError(401, "AUTH_KEY_UNREGISTERED")
-    return ctx.user_id
 
 
 def render(deps: Media, e: Encrypted) -> api.types.EncryptedFile:
@@ -121,7 +115,7 @@ async def readable(deps: Media, ctx: rpc.Context, file_id: int, access_hash: int
     """The encrypted file, when the caller may read it (its uploader or a reader) and names it rightly; None
     otherwise, whatever the reason (the caller answers FILE_ID_INVALID for all of them alike). No channel ever
     holds one, so the readers by name are the whole rule."""
-    me = _me(ctx)
+    me = signed_in(ctx)
     found = await deps.read("access", lambda con: store.access(con, file_id, me))
     if found is None or not found.named or found.file.kind != ENCRYPTED or found.file.access_hash != access_hash:
         return None
@@ -133,7 +127,7 @@ async def readable(deps: Media, ctx: rpc.Context, file_id: int, access_hash: int
 
 async def attach_encrypted(deps: Media, ctx: rpc.Context,
                            q: media_fn.AttachEncrypted) -> media_types.EncryptedAttached:
-    me = _me(ctx)
+    me = signed_in(ctx)
     if len(q.readers) > MAX_READERS:
         raise RpcError(400, "MEDIA_INVALID")
     try:

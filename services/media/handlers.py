@@ -51,7 +51,7 @@ from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import Reader, TLDecodeError, TLFunction
 from services.common import db
 from services.common.config import MediaConfig
-from services.common.rpc import Caller, RpcError
+from services.common.rpc import Caller, RpcError, signed_in
 from services.common.service import Result
 from services.media import assembly, encrypted, store
 from services.media.blobs import LocalBlobs
@@ -105,12 +105,6 @@ class Media:
             result = await fn(con)
         db.TXN_SECONDS.labels(f"media.{name}").observe(time.perf_counter() - started)
         return result
-
-
-def _me(ctx: rpc.Context) -> int:
-    if ctx.user_id is None:
-        raise RpcError(401, "AUTH_KEY_UNREGISTERED")
-    return ctx.user_id
 
 
 def _full_size(size: int) -> bool:
@@ -216,12 +210,12 @@ async def _counted(method: str, work: Awaitable[bool]) -> bool:
 
 
 async def save_file_part(deps: Media, ctx: rpc.Context, q: api.functions.upload.SaveFilePart) -> bool:
-    return await _counted("saveFilePart", save_part(deps, _me(ctx), q.file_id, q.file_part, q.bytes, None))
+    return await _counted("saveFilePart", save_part(deps, signed_in(ctx), q.file_id, q.file_part, q.bytes, None))
 
 
 async def save_big_file_part(deps: Media, ctx: rpc.Context, q: api.functions.upload.SaveBigFilePart) -> bool:
     return await _counted("saveBigFilePart",
-                          save_part(deps, _me(ctx), q.file_id, q.file_part, q.bytes, q.file_total_parts))
+                          save_part(deps, signed_in(ctx), q.file_id, q.file_part, q.bytes, q.file_total_parts))
 
 
 # -- media.attach -------------------------------------------------------------------------------------------
@@ -243,7 +237,7 @@ def render(deps: Media, f: FileRow, sizes: list[SizeRow]) -> api.types.TypeMessa
 async def member_of_any(deps: Media, ctx: rpc.Context, channels: list[int]) -> bool:
     """Whether the caller is a member of one of ``channels`` now (the message service says; a yes is trusted for
     ``member_ttl`` seconds, so a download of many parts asks once)."""
-    me = _me(ctx)
+    me = signed_in(ctx)
     if not channels or deps.messages is None:
         return False
     now = deps.clock()
@@ -261,7 +255,7 @@ async def member_of_any(deps: Media, ctx: rpc.Context, channels: list[int]) -> b
 async def readable(deps: Media, ctx: rpc.Context, file_id: int) -> FileRow | None:
     """The file, when the caller may read it: its uploader, a reader by name, or a member of a channel that
     posted it. None when it does not exist or they may not: the callers answer both the same way."""
-    me = _me(ctx)
+    me = signed_in(ctx)
     found = await deps.read("access", lambda con: store.access(con, file_id, me))
     if found is None:
         return None
@@ -290,7 +284,7 @@ async def _existing(deps: Media, ctx: rpc.Context, kind: int, ref: Any, readers:
 
 
 async def attach(deps: Media, ctx: rpc.Context, q: media_fn.Attach) -> media_types.Attached:
-    me = _me(ctx)
+    me = signed_in(ctx)
     if len(q.readers) > MAX_READERS:
         raise RpcError(400, "MEDIA_INVALID")
     try:

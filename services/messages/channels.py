@@ -31,10 +31,10 @@ from mtproto.tl import api
 from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import TLFunction
 from services.common import db
-from services.common.rpc import RpcError
+from services.common.rpc import RpcError, signed_in
 from services.common.service import Result
 from services.messages import groups, handlers, outbox, render, store
-from services.messages.handlers import PAGE_MAX, Messages, Method, _me, _text, _with_users
+from services.messages.handlers import PAGE_MAX, Messages, Method, _text, _with_users
 from services.messages.store import USER
 
 # -- rows ---------------------------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ async def _updates(deps: Messages, me: int, c: ChannelRow, updates: list[api.typ
 
 async def create_channel(deps: Messages, ctx: rpc.Context,
                          q: api.functions.channels.CreateChannel) -> api.types.Updates:
-    me = _me(ctx)
+    me = signed_in(ctx)
     title = q.title.strip()
     if not title:
         raise RpcError(400, "CHAT_TITLE_EMPTY")
@@ -224,7 +224,7 @@ async def outbox_join(con: db.Connection, shard: int, c: ChannelRow, user_id: in
 
 async def join_channel(deps: Messages, ctx: rpc.Context,
                        q: api.functions.channels.JoinChannel) -> api.types.messages.ChatInviteJoinResultOk:
-    me = _me(ctx)
+    me = signed_in(ctx)
     c = await from_input(deps, q.channel)
     shard = deps.shards.for_chat(c.id)
 
@@ -247,7 +247,7 @@ async def join_channel(deps: Messages, ctx: rpc.Context,
 
 
 async def leave_channel(deps: Messages, ctx: rpc.Context, q: api.functions.channels.LeaveChannel) -> api.types.Updates:
-    me = _me(ctx)
+    me = signed_in(ctx)
     c = await from_input(deps, q.channel)
     shard = deps.shards.for_chat(c.id)
 
@@ -356,7 +356,7 @@ async def history(deps: Messages, me: int, c: ChannelRow, q: api.functions.messa
 
 async def get_messages(deps: Messages, ctx: rpc.Context,
                        q: api.functions.channels.GetMessages) -> api.types.messages.ChannelMessages:
-    me = _me(ctx)
+    me = signed_in(ctx)
     c = await from_input(deps, q.channel)
     await _member(deps, me, c)
     if len(q.id) > PAGE_MAX:
@@ -372,7 +372,7 @@ async def get_messages(deps: Messages, ctx: rpc.Context,
 
 async def read_history(deps: Messages, ctx: rpc.Context, q: api.functions.channels.ReadHistory) -> bool:
     """The reader's own read position, on their own shard (the channel's rows are not touched)."""
-    me = _me(ctx)
+    me = signed_in(ctx)
     c = await from_input(deps, q.channel)
     await _member(deps, me, c)
     max_id = min(q.max_id or c.last_msg_id, c.last_msg_id)
@@ -396,7 +396,7 @@ async def read_history(deps: Messages, ctx: rpc.Context, q: api.functions.channe
 
 async def delete_messages(deps: Messages, ctx: rpc.Context,
                           q: api.functions.channels.DeleteMessages) -> api.types.messages.AffectedMessages:
-    me = _me(ctx)
+    me = signed_in(ctx)
     c = await from_input(deps, q.channel)
     if len(q.id) > PAGE_MAX:
         raise RpcError(400, "LIMIT_INVALID")
@@ -449,7 +449,7 @@ async def member_of(deps: Messages, user_id: int, channel_ids: Sequence[int]) ->
 
 async def get_channels(deps: Messages, ctx: rpc.Context,
                        q: api.functions.channels.GetChannels) -> api.types.messages.Chats:
-    me = _me(ctx)
+    me = signed_in(ctx)
     if len(q.id) > PAGE_MAX:
         raise RpcError(400, "LIMIT_INVALID")
     chats: list[api.types.TypeChat] = []
@@ -462,7 +462,7 @@ async def get_channels(deps: Messages, ctx: rpc.Context,
 
 async def get_views(deps: Messages, ctx: rpc.Context,
                     q: api.functions.messages.GetMessagesViews) -> api.types.messages.MessageViews:
-    me = _me(ctx)
+    me = signed_in(ctx)
     if not isinstance(q.peer, api.types.InputPeerChannel):
         raise RpcError(400, "PEER_ID_INVALID")
     c = await resolve(deps, q.peer.channel_id, q.peer.access_hash)
@@ -527,22 +527,22 @@ METHODS: dict[type[TLFunction[Any]], Method] = {
 
 async def send_message(deps: Messages, ctx: rpc.Context, q: api.functions.messages.SendMessage) -> Result:
     if isinstance(q.peer, api.types.InputPeerChannel):
-        return await send_to(deps, _me(ctx), q.peer, q, render.encode_entities(q.entities))
+        return await send_to(deps, signed_in(ctx), q.peer, q, render.encode_entities(q.entities))
     if isinstance(q.peer, api.types.InputPeerChat):
-        return await groups.send_to(deps, _me(ctx), q.peer.chat_id, q)
+        return await groups.send_to(deps, signed_in(ctx), q.peer.chat_id, q)
     return await handlers.send_message(deps, ctx, q)
 
 
 async def get_history(deps: Messages, ctx: rpc.Context, q: api.functions.messages.GetHistory) -> Result:
     if isinstance(q.peer, api.types.InputPeerChannel):
         c = await resolve(deps, q.peer.channel_id, q.peer.access_hash)
-        return await history(deps, _me(ctx), c, q, handlers._limit(q.limit))
+        return await history(deps, signed_in(ctx), c, q, handlers._limit(q.limit))
     return await handlers.get_history(deps, ctx, q)
 
 
 async def get_dialogs(deps: Messages, ctx: rpc.Context, q: api.functions.messages.GetDialogs) -> Result:
     """The box dialogs, with the caller's channels merged in by the date of their newest post."""
-    me = _me(ctx)
+    me = signed_in(ctx)
     page = await handlers.get_dialogs(deps, ctx, q)
     assert isinstance(page, (api.types.messages.Dialogs, api.types.messages.DialogsSlice))  # noqa: S101
     shard = deps.shards.for_user(me)
@@ -589,7 +589,7 @@ async def edit_message(deps: Messages, ctx: rpc.Context, q: api.functions.messag
     entry on the channel's shard, like the post itself."""
     if not isinstance(q.peer, api.types.InputPeerChannel):
         return await handlers.edit_message(deps, ctx, q)
-    me = _me(ctx)
+    me = signed_in(ctx)
     c = await resolve(deps, q.peer.channel_id, q.peer.access_hash)
     if q.message is None:
         raise RpcError(400, "MESSAGE_NOT_MODIFIED")

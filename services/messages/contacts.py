@@ -23,8 +23,8 @@ from mtproto.tl import api
 from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import TLFunction
 from services.common import db, presence, users
-from services.common.rpc import RpcError
-from services.messages.handlers import Messages, Method, _me
+from services.common.rpc import RpcError, signed_in
+from services.messages.handlers import Messages, Method
 
 #: Telegram's limit on contacts imported per call.
 IMPORT_MAX = 1000
@@ -42,7 +42,7 @@ async def _contact_ids(deps: Messages, me: int) -> set[int]:
 
 async def import_contacts(deps: Messages, ctx: rpc.Context,
                           q: api.functions.contacts.ImportContacts) -> api.types.contacts.ImportedContacts:
-    me = _me(ctx)
+    me = signed_in(ctx)
     if len(q.contacts) > IMPORT_MAX:
         raise RpcError(400, "LIMIT_INVALID")
     wanted = [(c, _DECORATION.sub("", c.phone)) for c in q.contacts if isinstance(c, api.types.InputPhoneContact)]
@@ -81,7 +81,7 @@ def _who_has(shard: int, owners: list[int], user_id: int) -> Callable[[db.Connec
 
 async def get_contacts(deps: Messages, ctx: rpc.Context,
                        q: api.functions.contacts.GetContacts) -> api.types.contacts.Contacts:
-    me = _me(ctx)
+    me = signed_in(ctx)
     mine = sorted(await _contact_ids(deps, me))
     by_shard: dict[int, list[int]] = {}
     for uid in mine:
@@ -99,7 +99,7 @@ async def get_contacts(deps: Messages, ctx: rpc.Context,
 
 async def resolve_username(deps: Messages, ctx: rpc.Context,
                            q: api.functions.contacts.ResolveUsername) -> api.types.contacts.ResolvedPeer:
-    me = _me(ctx)
+    me = signed_in(ctx)
     name = q.username.removeprefix("@")
     if not _USERNAME.fullmatch(name):
         raise RpcError(400, "USERNAME_INVALID")
@@ -113,7 +113,7 @@ async def resolve_username(deps: Messages, ctx: rpc.Context,
 
 
 async def search(deps: Messages, ctx: rpc.Context, q: api.functions.contacts.Search) -> api.types.contacts.Found:
-    me = _me(ctx)
+    me = signed_in(ctx)
     text = q.q.strip().removeprefix("@")
     if not text:
         raise RpcError(400, "SEARCH_QUERY_EMPTY")

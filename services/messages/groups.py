@@ -30,10 +30,10 @@ from mtproto.tl import api
 from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import TLFunction
 from services.common import db
-from services.common.rpc import RpcError
+from services.common.rpc import RpcError, signed_in
 from services.messages import handlers, outbox, render, store
 from services.messages.chats import ChatRow, load, loader, render_chat
-from services.messages.handlers import Messages, Method, _me, _with_users
+from services.messages.handlers import Messages, Method, _with_users
 from services.messages.store import USER, MessageRow
 
 #: Telegram's basic group size limit (config.chat_size_max).
@@ -98,7 +98,7 @@ async def _input_users(deps: Messages, me: int, wanted: list[api.types.TypeInput
 
 async def create_chat(deps: Messages, ctx: rpc.Context,
                       q: api.functions.messages.CreateChat) -> api.types.messages.InvitedUsers:
-    me = _me(ctx)
+    me = signed_in(ctx)
     title = q.title.strip()
     if not title:
         raise RpcError(400, "CHAT_TITLE_EMPTY")
@@ -137,7 +137,7 @@ async def member_of(deps: Messages, me: int, chat_id: int) -> ChatRow:
 
 async def add_chat_user(deps: Messages, ctx: rpc.Context,
                         q: api.functions.messages.AddChatUser) -> api.types.messages.InvitedUsers:
-    me = _me(ctx)
+    me = signed_in(ctx)
     [user] = await _input_users(deps, me, [q.user_id])
     shard = deps.shards.for_chat(q.chat_id)
     date = deps.now()
@@ -164,7 +164,7 @@ async def add_chat_user(deps: Messages, ctx: rpc.Context,
 async def delete_chat_user(deps: Messages, ctx: rpc.Context,
                            q: api.functions.messages.DeleteChatUser) -> api.types.Updates:
     """Leave (oneself) or remove a member (whoever added them, or the creator)."""
-    me = _me(ctx)
+    me = signed_in(ctx)
     [user] = await _input_users(deps, me, [q.user_id])
     shard = deps.shards.for_chat(q.chat_id)
     date = deps.now()
@@ -235,7 +235,7 @@ async def send(deps: Messages, me: int, chat_id: int, random_id: int, text: str,
 
 
 async def get_chats(deps: Messages, ctx: rpc.Context, q: api.functions.messages.GetChats) -> api.types.messages.Chats:
-    me = _me(ctx)
+    me = signed_in(ctx)
     if len(q.id) > handlers.PAGE_MAX:
         raise RpcError(400, "LIMIT_INVALID")
     chats: list[api.types.TypeChat] = []
@@ -249,7 +249,7 @@ async def get_chats(deps: Messages, ctx: rpc.Context, q: api.functions.messages.
 
 async def get_full_chat(deps: Messages, ctx: rpc.Context,
                         q: api.functions.messages.GetFullChat) -> api.types.messages.ChatFull:
-    me = _me(ctx)
+    me = signed_in(ctx)
     c = await member_of(deps, me, q.chat_id)
     participants: list[api.types.TypeChatParticipant] = [
         api.types.ChatParticipantCreator(user_id=u) if u == c.creator_id

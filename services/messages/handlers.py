@@ -32,7 +32,7 @@ from mtproto.tl.runtime import TLFunction
 from services.common import db, presence, users
 from services.common.config import MessagesConfig
 from services.common.redis import Redis, RedisError
-from services.common.rpc import RpcError
+from services.common.rpc import RpcError, signed_in
 from services.common.service import Result
 from services.messages import chats, outbox, render, secret_store, store
 from services.messages.store import CHAT, USER, MessageRow, OutboxRow
@@ -108,12 +108,6 @@ class Messages:
             await self.redis.publish(channel, note.to_bytes())
         except (RedisError, OSError) as exc:
             log.debug("publish on %s: %s", channel, exc)
-
-
-def _me(ctx: rpc.Context) -> int:
-    if ctx.user_id is None:
-        raise RpcError(401, "AUTH_KEY_UNREGISTERED")
-    return ctx.user_id
 
 
 async def resolve_peer(deps: Messages, me: int, peer: api.types.TypeInputPeer) -> tuple[int, int]:
@@ -260,7 +254,7 @@ def _reply_id(reply_to: Any) -> int | None:
 
 async def send_message(deps: Messages, ctx: rpc.Context,
                        q: api.functions.messages.SendMessage) -> api.types.TypeUpdates:
-    me = _me(ctx)
+    me = signed_in(ctx)
     text = _text(deps, q.message)
     peer = await resolve_peer(deps, me, q.peer)
     draft = Draft(random_id=q.random_id, message=text, entities=render.encode_entities(q.entities),
@@ -275,7 +269,7 @@ async def forward_messages(deps: Messages, ctx: rpc.Context, q: api.functions.me
                            ) -> api.types.TypeUpdates:
     """Copies of the caller's messages sent on to ``to_peer``. ``share`` is called with the messages and the
     target before anything is written: media.py makes their files readable by the target there."""
-    me = _me(ctx)
+    me = signed_in(ctx)
     if not q.id:
         raise RpcError(400, "MESSAGE_IDS_EMPTY")
     if len(q.id) != len(q.random_id) or len(q.id) > PAGE_MAX:
@@ -329,7 +323,7 @@ async def get_history(deps: Messages, ctx: rpc.Context,
                       q: api.functions.messages.GetHistory) -> api.types.messages.TypeMessages:
     """The dialog's messages, newest first, positioned by offset_id/add_offset and bounded by max_id/min_id
     (core.telegram.org/api/offsets)."""
-    me = _me(ctx)
+    me = signed_in(ctx)
     peer_type, peer_id = await resolve_peer(deps, me, q.peer)
     limit = _limit(q.limit)
     shard = deps.shards.for_user(me)
@@ -354,7 +348,7 @@ async def get_history(deps: Messages, ctx: rpc.Context,
 
 async def get_messages(deps: Messages, ctx: rpc.Context,
                        q: api.functions.messages.GetMessages) -> api.types.messages.TypeMessages:
-    me = _me(ctx)
+    me = signed_in(ctx)
     ids = [m.id for m in q.id if isinstance(m, api.types.InputMessageID)]
     if len(q.id) > PAGE_MAX:
         raise RpcError(400, "LIMIT_INVALID")
@@ -364,7 +358,7 @@ async def get_messages(deps: Messages, ctx: rpc.Context,
 
 
 async def search(deps: Messages, ctx: rpc.Context, q: api.functions.messages.Search) -> api.types.messages.TypeMessages:
-    me = _me(ctx)
+    me = signed_in(ctx)
     if not isinstance(q.filter, api.types.InputMessagesFilterEmpty):
         raise RpcError(400, "FILTER_NOT_SUPPORTED")
     if not q.q.strip():
@@ -380,7 +374,7 @@ async def search(deps: Messages, ctx: rpc.Context, q: api.functions.messages.Sea
 
 async def get_dialogs(deps: Messages, ctx: rpc.Context,
                       q: api.functions.messages.GetDialogs) -> api.types.messages.TypeDialogs:
-    me = _me(ctx)
+    me = signed_in(ctx)
     limit = _limit(q.limit)
     shard = deps.shards.for_user(me)
     before = (q.offset_date, q.offset_id) if q.offset_date or q.offset_id else None
@@ -407,7 +401,7 @@ async def get_dialogs(deps: Messages, ctx: rpc.Context,
 
 async def read_history(deps: Messages, ctx: rpc.Context,
                        q: api.functions.messages.ReadHistory) -> api.types.messages.AffectedMessages:
-    me = _me(ctx)
+    me = signed_in(ctx)
     peer_type, peer_id = await resolve_peer(deps, me, q.peer)
     shard = deps.shards.for_user(me)
     date = deps.now()
@@ -445,7 +439,7 @@ async def read_history(deps: Messages, ctx: rpc.Context,
 
 async def edit_message(deps: Messages, ctx: rpc.Context,
                        q: api.functions.messages.EditMessage) -> api.types.TypeUpdates:
-    me = _me(ctx)
+    me = signed_in(ctx)
     peer_type, peer_id = await resolve_peer(deps, me, q.peer)
     if q.message is None:
         raise RpcError(400, "MESSAGE_NOT_MODIFIED")  # only text edits exist before the media service
@@ -487,7 +481,7 @@ async def delete_messages(deps: Messages, ctx: rpc.Context,
                           q: api.functions.messages.DeleteMessages) -> api.types.messages.AffectedMessages:
     """Delete from the caller's box; with ``revoke``, the other side's copies of private messages too (any
     participant may, as on Telegram)."""
-    me = _me(ctx)
+    me = signed_in(ctx)
     if len(q.id) > PAGE_MAX:
         raise RpcError(400, "LIMIT_INVALID")
     shard = deps.shards.for_user(me)
@@ -532,7 +526,7 @@ async def delete_messages(deps: Messages, ctx: rpc.Context,
 
 
 async def get_state(deps: Messages, ctx: rpc.Context, q: api.functions.updates.GetState) -> api.types.updates.State:
-    me = _me(ctx)
+    me = signed_in(ctx)
     shard = deps.shards.for_user(me)
 
     async def txn(con: db.Connection) -> tuple[int, int, int]:

@@ -53,7 +53,7 @@ from mtproto.tl.internal.types import files as files_types
 from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import Reader, TLFunction
 from services.common import users
-from services.common.rpc import Caller, RpcError
+from services.common.rpc import Caller, RpcError, signed_in
 from services.common.service import Result
 from services.messages import channels, groups, handlers, outbox, render, secret
 from services.messages.handlers import Draft, Messages
@@ -69,12 +69,6 @@ class MediaLink:
 
     messages: Messages
     media: Caller | None
-
-
-def _me(ctx: rpc.Context) -> int:
-    if ctx.user_id is None:
-        raise RpcError(401, "AUTH_KEY_UNREGISTERED")
-    return ctx.user_id
 
 
 def file_id(media: bytes | None) -> int | None:
@@ -134,7 +128,7 @@ async def _to_group(link: MediaLink, ctx: rpc.Context, me: int, chat_id: int, q:
 
 async def send_media(link: MediaLink, ctx: rpc.Context, q: api.functions.messages.SendMedia) -> api.types.TypeUpdates:
     deps = link.messages
-    me = _me(ctx)
+    me = signed_in(ctx)
     if len(q.message) > deps.config.max_length:
         raise RpcError(400, "MEDIA_CAPTION_TOO_LONG")
     if q.random_id == 0:
@@ -166,7 +160,7 @@ async def upload_media(link: MediaLink, ctx: rpc.Context,
                        q: api.functions.messages.UploadMedia) -> api.types.TypeMessageMedia:
     """Store an upload without sending it: the MessageMedia to send later as inputMediaDocument/inputMediaPhoto.
     Only the caller may read it until then, and it is not released for want of a message (``held`` unset)."""
-    me = _me(ctx)
+    me = signed_in(ctx)
     await handlers.resolve_peer(link.messages, me, q.peer)
     return render.media(await attach(link, ctx, q.media, [], held=False)) or api.types.MessageMediaEmpty()
 
@@ -190,7 +184,7 @@ async def forward_messages(link: MediaLink, ctx: rpc.Context,
 
 async def member_of(link: MediaLink, ctx: rpc.Context, q: files_fn.MemberOf) -> files_types.Channels:
     """files.memberOf: which of these channels the context's user is a member of now."""
-    return files_types.Channels(channel_ids=await channels.member_of(link.messages, _me(ctx), q.channel_ids))
+    return files_types.Channels(channel_ids=await channels.member_of(link.messages, signed_in(ctx), q.channel_ids))
 
 
 async def in_use(link: MediaLink, ctx: rpc.Context, q: files_fn.InUse) -> files_types.Used:

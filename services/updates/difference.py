@@ -35,7 +35,7 @@ from mtproto.tl.internal.types import rpc
 from mtproto.tl.runtime import Reader, TLFunction
 from services.common import db, users
 from services.common.config import UpdatesConfig
-from services.common.rpc import RpcError
+from services.common.rpc import RpcError, signed_in
 from services.common.service import Result
 from services.messages import channels, chats, secret_store, store
 from services.messages.channels import ChannelRow
@@ -55,12 +55,6 @@ class Updates:
 
     def now(self) -> int:
         return int(self.clock())
-
-
-def _me(ctx: rpc.Context) -> int:
-    if ctx.user_id is None:
-        raise RpcError(401, "AUTH_KEY_UNREGISTERED")
-    return ctx.user_id
 
 
 def _split(bodies: Iterable[bytes]) -> tuple[list[api.types.TypeMessage], list[api.types.TypeUpdate]]:
@@ -143,7 +137,7 @@ async def _objects(deps: Updates, me: int, user_ids: set[int], chat_ids: set[int
 
 
 async def get_state(deps: Updates, ctx: rpc.Context, q: api.functions.updates.GetState) -> api.types.updates.State:
-    me = _me(ctx)
+    me = signed_in(ctx)
     shard = deps.shards.for_user(me)
 
     async def txn(con: db.Connection) -> tuple[int, int, int]:
@@ -156,7 +150,7 @@ async def get_state(deps: Updates, ctx: rpc.Context, q: api.functions.updates.Ge
 
 async def get_difference(deps: Updates, ctx: rpc.Context,
                          q: api.functions.updates.GetDifference) -> api.types.updates.TypeDifference:
-    me = _me(ctx)
+    me = signed_in(ctx)
     if q.pts < 0:
         raise RpcError(400, "PERSISTENT_TIMESTAMP_INVALID")
     if q.qts < 0:
@@ -202,7 +196,7 @@ async def get_difference(deps: Updates, ctx: rpc.Context,
 
 async def get_channel_difference(deps: Updates, ctx: rpc.Context, q: api.functions.updates.GetChannelDifference
                                  ) -> api.types.updates.TypeChannelDifference:
-    me = _me(ctx)
+    me = signed_in(ctx)
     if not isinstance(q.channel, api.types.InputChannel):
         raise RpcError(400, "CHANNEL_INVALID")
     channel_id, access_hash = q.channel.channel_id, q.channel.access_hash

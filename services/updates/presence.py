@@ -21,7 +21,7 @@ from mtproto.tl import api
 from mtproto.tl.internal.types import rpc
 from services.common import db, presence
 from services.common.redis import Redis
-from services.common.rpc import RpcError
+from services.common.rpc import RpcError, signed_in
 from services.messages import channels, chats
 from services.messages.store import USER
 from services.updates.push import Pusher
@@ -36,14 +36,8 @@ class Presence:
         return int(self.pusher.clock())
 
 
-def _me(ctx: rpc.Context) -> int:
-    if ctx.user_id is None:
-        raise RpcError(401, "AUTH_KEY_UNREGISTERED")
-    return ctx.user_id
-
-
 async def update_status(deps: Presence, ctx: rpc.Context, q: api.functions.account.UpdateStatus) -> bool:
-    me = _me(ctx)
+    me = signed_in(ctx)
     status = await presence.set_status(deps.redis, me, online=not q.offline, now=deps.now())
     shards = deps.pusher.shards
     shard = shards.for_user(me)
@@ -62,7 +56,7 @@ async def update_status(deps: Presence, ctx: rpc.Context, q: api.functions.accou
 
 
 async def set_typing(deps: Presence, ctx: rpc.Context, q: api.functions.messages.SetTyping) -> bool:
-    me = _me(ctx)
+    me = signed_in(ctx)
     peer = q.peer
     shards = deps.pusher.shards
     if isinstance(peer, api.types.InputPeerSelf):
