@@ -111,7 +111,7 @@ def finalize(blobs: LocalBlobs, owner: int, file_id: int, parts: list[PartRow], 
                     data = b""
                 if len(data) != p.size:  # lost, or cut short, by a power cut
                     raise RpcError(400, f"FILE_PART_{p.part}_MISSING")
-                os.pwrite(f.fileno(), data, p.part * part_size)
+                blobs.write_part(owner, file_id, p.part, 0, p.part * part_size, data)  # token 0: into the slot
         length = os.fstat(f.fileno()).st_size
         if length < total:  # a write a power cut lost: name the first part that is not all there
             first = next(p.part for p in parts if (p.part * (part_size or 0)) + p.size > length)

@@ -57,7 +57,14 @@ class BlobStore(Protocol):
 
     def new_temp(self) -> Path: ...
     def adopt(self, sha256: bytes, source: Path) -> bool: ...
-    def put(self, sha256: bytes, temp: Path) -> bool: ...
+    def put(self, sha256: bytes, temp: Path) -> bool:
+        """Move the fsynced ``temp`` into place as blob ``sha256`` (``adopt``, then the temp name goes); False when
+        the content was already stored."""
+        try:
+            return self.adopt(sha256, temp)
+        finally:
+            temp.unlink(missing_ok=True)
+
     def read(self, sha256: bytes, offset: int, limit: int) -> bytes: ...
     def delete(self, sha256: bytes) -> None: ...
     def exists(self, sha256: bytes) -> bool: ...
@@ -125,13 +132,17 @@ class LocalBlobs:
         content was already stored (verified: see the module docstring)."""
         final = self.path(sha256)
         if final.exists() and _sha256_of(final) == sha256:
-            os.utime(final)  # fresh again, like ``put``
+            # Fresh again: the sweeper deletes unreferenced blobs only once they are older than its grace, and
+            # this one is about to be referenced.
+            os.utime(final)
             return False
         # Not there, or an orphan whose bytes changed after its link (its upload's slot file was written again).
         final.parent.mkdir(parents=True, exist_ok=True)
         link = self.new_temp()
         os.link(source, link)
-        os.replace(link, final)  # atomic, and over a bad orphan too; os.link alone would refuse an existing name
+        # Atomic, and over a bad orphan too (os.link alone would refuse an existing name); two assemblies of the
+        # same content may both get here, and whichever lands last changes nothing.
+        os.replace(link, final)
         os.utime(final)  # the sweeper's grace counts from now, not from the slot's last write
         _fsync_dir(final.parent)
         return True

@@ -15,12 +15,13 @@ callback hears bytes checked and the total.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.common import db
-from services.media.blobs import CHUNK, LocalBlobs
+from services.media.blobs import LocalBlobs, hash_file
 
 
 @dataclass
@@ -29,6 +30,10 @@ class Report:
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+
+
+def _after(progress: Callable[[int, int], None], before: int, total: int, done: int) -> None:
+    progress(before + done, total)  # bytes of the blobs before this one, and of this one so far
 
 
 async def fsck(pool: db.Pool, blobs: LocalBlobs, progress: Callable[[int, int], None] = lambda done, total: None) \
@@ -47,10 +52,7 @@ async def fsck(pool: db.Pool, blobs: LocalBlobs, progress: Callable[[int, int], 
     for sha, path in sorted(on_disk.items()):
         digest = hashlib.sha256()
         with path.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-                done += len(chunk)
-                progress(done, total)
+            done += hash_file(f, digest, progress=functools.partial(_after, progress, done, total))
         report.blobs += 1
         report.bytes += path.stat().st_size
         if digest.digest() != sha:
