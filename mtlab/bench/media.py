@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import secrets
 import statistics
 import subprocess
@@ -30,23 +29,17 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from mtlab.bench import crypto as crypto_bench
+from mtlab.bench.messages import Meters, _free_port, process_cpu
 
 PHASES = ("upload", "store", "download")
 PROCESSES = ("client", "gateway", "media")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _peak_rss(pid: int) -> int:
@@ -54,12 +47,6 @@ def _peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU of process ``pid`` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _mtlab(data_dir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -77,16 +64,16 @@ class Run:
 
 
 class _Clock:
-    """Wall time and the CPU of the three processes that handle the bytes, read between phases."""
+    """Wall time and the CPU of the three processes that handle the bytes (this one is the client), read between
+    phases."""
 
     def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
+        self.meters: Meters = {"client": time.process_time} | {name: partial(process_cpu, pid)
+                                                                 for name, pid in pids.items()}
         self.last = self._read()
 
     def _read(self) -> tuple[float, dict[str, float]]:
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = {"client": own.ru_utime + own.ru_stime} | {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
-        return time.perf_counter(), cpu
+        return time.perf_counter(), {name: meter() or 0.0 for name, meter in self.meters.items()}
 
     def lap(self, run: Run, phase: str) -> None:
         now = self._read()
