@@ -143,6 +143,17 @@ def _force_clean(data_dir: Path) -> None:
 
 
 @contextlib.contextmanager
+def running_stack(**env: str) -> Iterator[Stack]:
+    """A new stack (``new_stack``) with ``env`` added to its environment, started detached (``mtlab up``): the
+    module-scoped ``stack`` fixture of the tests that talk to a whole stack."""
+    with new_stack() as s:
+        s.env.update(env)
+        done = s.up()
+        assert done.returncode == 0, done.stdout + done.stderr
+        yield s
+
+
+@contextlib.contextmanager
 def new_stack() -> Iterator[Stack]:
     # Not pytest's tmp_path: under root, Postgres runs as another account, which must be able to enter the data
     # directory, and pytest's base temporary directory is private to the user running the tests.

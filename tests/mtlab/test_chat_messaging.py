@@ -23,16 +23,14 @@ import pytest
 from PIL import Image
 
 from mtlab.demo import safe_name
-from tests.helpers.stack import REPO, Stack, new_stack
+from tests.helpers.stack import REPO, Stack, running_stack
 
 POLL = "0.2"  # any value but 0 shows incoming messages (they are pushed; the option is kept for scripts)
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with new_stack() as s:
-        done = s.up()
-        assert done.returncode == 0, done.stdout + done.stderr
+    with running_stack() as s:
         yield s
 
 

@@ -18,14 +18,12 @@ from mtlab.client import Client
 from mtlab.demo import client_config, send_code
 from mtlab.stack import RunningStack, find
 from mtproto.transport import TransportKind
-from tests.helpers.stack import REPO, Stack, new_stack
+from tests.helpers.stack import REPO, Stack, new_stack, running_stack
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with new_stack() as s:
-        done = s.up()
-        assert done.returncode == 0, done.stdout + done.stderr
+    with running_stack() as s:
         yield s
 
 

@@ -30,15 +30,13 @@ from mtlab.supervisor import alive
 from mtproto.crypto import rsa
 from mtproto.tl import LAYER, api, mt
 from mtproto.transport import TransportKind
-from tests.helpers.stack import REPO, Stack, closed, new_stack, processes_of, wait_for
+from tests.helpers.stack import REPO, Stack, closed, new_stack, processes_of, running_stack, wait_for
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     """One detached stack for the tests that leave it running."""
-    with new_stack() as s:
-        done = s.up()
-        assert done.returncode == 0, done.stdout + done.stderr
+    with running_stack() as s:
         yield s
 
 

@@ -23,7 +23,7 @@ from mtlab.client import Client, ClientConfig, Update, account
 from mtproto.tl import api
 from tests.helpers.auth import fresh_test_number
 from tests.helpers.client import public_pem
-from tests.helpers.stack import Stack, new_stack
+from tests.helpers.stack import Stack, running_stack
 
 F = api.functions
 FAST_RECONNECT: dict[str, Any] = {"reconnect": True, "reconnect_attempts": 200, "reconnect_delay": 0.05,
@@ -32,10 +32,7 @@ FAST_RECONNECT: dict[str, Any] = {"reconnect": True, "reconnect_attempts": 200, 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with new_stack() as s:
-        s.env["MTLAB_UPDATES_DIFFERENCE_LIMIT"] = "3"  # catching up takes slices
-        done = s.up()
-        assert done.returncode == 0, done.stdout + done.stderr
+    with running_stack(MTLAB_UPDATES_DIFFERENCE_LIMIT="3") as s:  # catching up takes slices
         yield s
 
 

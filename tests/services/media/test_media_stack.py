@@ -26,16 +26,14 @@ from mtlab.client.secret import ChatReady, ChatRequested, Event, FileMessage, Se
 from mtproto.tl import api
 from tests.helpers.auth import fresh_test_number
 from tests.helpers.client import public_pem
-from tests.helpers.stack import Stack, new_stack
+from tests.helpers.stack import Stack, running_stack
 
 F = api.functions.messages
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with new_stack() as s:
-        done = s.up()
-        assert done.returncode == 0, done.stdout + done.stderr
+    with running_stack() as s:
         yield s
 
 

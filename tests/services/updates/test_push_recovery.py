@@ -19,16 +19,14 @@ from mtlab.client import Client, ClientConfig, account
 from mtproto.tl import api
 from tests.helpers.auth import fresh_test_number
 from tests.helpers.client import public_pem
-from tests.helpers.stack import Stack, kill_and_wait, new_stack, wait_for
+from tests.helpers.stack import Stack, kill_and_wait, running_stack, wait_for
 
 F = api.functions.messages
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with new_stack() as s:
-        done = s.up()
-        assert done.returncode == 0, done.stdout + done.stderr
+    with running_stack() as s:
         yield s
 
 

@@ -29,7 +29,7 @@ from mtproto.tl import api
 from tests.helpers.auth import fresh_test_number
 from tests.helpers.client import public_pem
 from tests.helpers.proxy import Proxy
-from tests.helpers.stack import Stack, kill_and_wait, new_stack
+from tests.helpers.stack import Stack, kill_and_wait, running_stack
 
 DEVICES = 3
 RECONNECT: dict[str, Any] = {"reconnect": True, "reconnect_attempts": 100_000, "reconnect_delay": 0.05,
@@ -38,10 +38,7 @@ RECONNECT: dict[str, Any] = {"reconnect": True, "reconnect_attempts": 100_000, "
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    with new_stack() as s:
-        s.env["MTLAB_UPDATES_DIFFERENCE_LIMIT"] = "4"  # catching up takes slices
-        done = s.up()
-        assert done.returncode == 0, done.stdout + done.stderr
+    with running_stack(MTLAB_UPDATES_DIFFERENCE_LIMIT="4") as s:  # catching up takes slices
         yield s
 
 
