@@ -11,9 +11,7 @@ import asyncio
 import io
 import logging
 import os
-import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,65 +23,27 @@ from mtlab.client.secret import (
     ChatRequested,
     Dropped,
     FileMessage,
-    SecretChats,
     encrypt_file,
     file_key_fingerprint,
 )
 from mtproto.tl import api, secret
-from mtproto.tl.runtime import Reader
-from services.common.config import UpdatesConfig
-from services.common.rpc import RpcError, context
-from services.common.service import rpc_handler
+from services.common.rpc import RpcError
 from services.media import release
 from services.media.store import ENCRYPTED
-from services.updates import difference
 from tests.helpers.media import KIB, MediaLab, media_and_messages
-from tests.helpers.messages import MessageLab, User
+from tests.helpers.secret import Device, SecretLab
 
 F, U = api.functions.messages, api.functions.upload
 GRACE = 600.0
 log = logging.getLogger("tests.secret_files")
 
 
-@dataclass
-class Device:
-    """One signed-in device (auth key) of a user: its calls reach the service that answers them, as through the
-    gateway (upload.* the media service, updates.* the updates service, the rest the message service)."""
+class Lab(SecretLab):
+    media: MediaLab  # always one here
 
-    lab: Lab
-    user: User
-    key_id: int
-    engine: SecretChats = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.engine = SecretChats(self)
-
-    async def invoke(self, query: Any) -> Any:
-        cid = query.CONSTRUCTOR_ID
-        handlers = (self.lab.updates if cid in self.lab.updates else
-                    self.lab.media.handlers if query.TL_NAME.startswith("upload.") else self.lab.messages.handlers)
-        data = await handlers[cid](context(user_id=self.user.id, auth_key_id=self.key_id), query.to_bytes())
-        return query.read_result(Reader(data))
-
-    async def events(self) -> list[Any]:
-        return await self.engine.catch_up()
-
-
-class Lab:
-    def __init__(self, messages: MessageLab, media: MediaLab) -> None:
-        self.messages, self.media = messages, media
-        deps = difference.Updates(UpdatesConfig(), messages.shards, messages.main)
-        self.updates = {cls.CONSTRUCTOR_ID: rpc_handler("updates_test", deps, cls, fn, log)
-                        for cls, fn in difference.METHODS.items()}
-
-    async def device(self, name: str) -> Device:
-        user = await self.messages.user(name)
-        key_id = int.from_bytes(os.urandom(8), "little", signed=True)
-        await self.messages.main.execute("INSERT INTO auth_keys (id, auth_key, handshake_salt) VALUES ($1, $2, 0)",
-                                         key_id, os.urandom(256))
-        await self.messages.main.execute("INSERT INTO authorizations (auth_key_id, user_id, hash) VALUES ($1, $2, $3)",
-                                         key_id, user.id, secrets.randbits(62) + 1)
-        return Device(self, user, key_id)
+    async def person(self, name: str) -> Device:
+        """A new user named ``name``, signed in on a new device."""
+        return await self.device(await self.messages.user(name))
 
 
 def run(dsn: str, root: Path, body: Callable[[Lab], Awaitable[Any]], **media_config: Any) -> Any:
@@ -141,7 +101,7 @@ def test_a_file_reaches_the_other_device_as_ciphertext_only_its_two_participants
     data = os.urandom(300 * KIB + 5)
 
     async def body(lab: Lab) -> None:
-        a, b, c = await lab.device("Alice"), await lab.device("Bob"), await lab.device("Carol")
+        a, b, c = await lab.person("Alice"), await lab.person("Bob"), await lab.person("Carol")
         chat = await open_chat(a, b)
         sent = await a.engine.send_file(chat, data, name="notes.txt", mime_type="text/plain", caption="read this")
         assert sent.file.size == padded(len(data)) and sent.file.dc_id == 2
@@ -175,7 +135,7 @@ def test_a_file_reaches_the_other_device_as_ciphertext_only_its_two_participants
                                                           file_reference=b"", thumb_size="")
         assert await refused(b.invoke(U.GetFile(location=as_document, offset=0, limit=4096))) == "FILE_ID_INVALID"
         # Carol cannot send it on either (inputEncryptedFile needs a file its sender may read).
-        carols = await open_chat(c, await lab.device("Dave"))
+        carols = await open_chat(c, await lab.person("Dave"))
         with pytest.raises(RpcError, match="FILE_ID_INVALID"):
             await c.engine.send_stored_file(carols, sent.file, got.media)
 
@@ -186,7 +146,7 @@ def test_upload_encrypted_file_then_send_it_and_send_it_on_to_another_chat(datab
     data = os.urandom(70 * KIB)
 
     async def body(lab: Lab) -> None:
-        a, b, c = await lab.device("Alice"), await lab.device("Bob"), await lab.device("Carol")
+        a, b, c = await lab.person("Alice"), await lab.person("Bob"), await lab.person("Carol")
         chat = await open_chat(a, b)
         upload, key, iv = await uploaded(a, data)
         assert isinstance(upload, api.types.InputFile)
@@ -218,7 +178,7 @@ def test_upload_encrypted_file_then_send_it_and_send_it_on_to_another_chat(datab
 
 def test_what_the_server_refuses_and_a_fingerprint_that_does_not_match(database: str, tmp_path: Path) -> None:
     async def body(lab: Lab) -> None:
-        a, b = await lab.device("Alice"), await lab.device("Bob")
+        a, b = await lab.person("Alice"), await lab.person("Bob")
         chat = await open_chat(a, b)
         peer = a.engine.chats[chat].input
 
@@ -271,7 +231,7 @@ def test_what_the_server_refuses_and_a_fingerprint_that_does_not_match(database:
 
 def test_encrypted_files_count_in_the_uploaders_quota(database: str, tmp_path: Path) -> None:
     async def body(lab: Lab) -> None:
-        a, b = await lab.device("Alice"), await lab.device("Bob")
+        a, b = await lab.person("Alice"), await lab.person("Bob")
         chat = await open_chat(a, b)
         await a.engine.send_file(chat, os.urandom(40 * KIB))
         with pytest.raises(RpcError, match="MEDIA_QUOTA_EXCEEDED"):
@@ -291,7 +251,7 @@ def test_a_live_chats_files_are_kept_and_released_once_every_chat_carrying_them_
         return await release.once(lab.media.deps)
 
     async def body(lab: Lab) -> None:
-        a, b, c = await lab.device("Alice"), await lab.device("Bob"), await lab.device("Carol")
+        a, b, c = await lab.person("Alice"), await lab.person("Bob"), await lab.person("Carol")
         chat = await open_chat(a, b)
         sent = await a.engine.send_file(chat, data)
         [got] = await b.events()

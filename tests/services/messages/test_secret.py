@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -20,61 +18,18 @@ from mtlab.client.secret import (
     ChatReady,
     ChatRequested,
     Message,
-    SecretChats,
     key_fingerprint,
 )
 from mtproto.crypto.dh import DEFAULT_DH_PRIME, DEFAULT_G
 from mtproto.tl import api
 from mtproto.tl.runtime import Reader
 from services.common import redis as redis_
-from services.common.config import UpdatesConfig
-from services.common.rpc import RpcError, context
-from services.common.service import rpc_handler
-from services.updates import difference
+from services.common.rpc import RpcError
 from tests.helpers.messages import MessageLab, User
+from tests.helpers.secret import Device, SecretLab
 
 F, U = api.functions.messages, api.functions.updates
 log = logging.getLogger("tests.secret")
-
-
-@dataclass
-class Device:
-    """One signed-in device (auth key) of a user, calling the services as the gateway would for it."""
-
-    lab: SecretLab
-    user: User
-    key_id: int
-    engine: SecretChats = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.engine = SecretChats(self)
-
-    async def invoke(self, query: Any) -> Any:
-        handlers = self.lab.updates if query.CONSTRUCTOR_ID in self.lab.updates else self.lab.messages
-        data = await handlers[query.CONSTRUCTOR_ID](context(user_id=self.user.id, auth_key_id=self.key_id),
-                                                    query.to_bytes())
-        return query.read_result(Reader(data))
-
-    async def events(self) -> list[Any]:
-        return await self.engine.catch_up()
-
-
-class SecretLab:
-    def __init__(self, lab: MessageLab, **updates_config: Any) -> None:
-        self.lab = lab
-        self.messages = lab.handlers
-        deps = difference.Updates(UpdatesConfig(**updates_config), lab.shards, lab.main)
-        self.updates = {cls.CONSTRUCTOR_ID: rpc_handler("updates_test", deps, cls, fn, log)
-                        for cls, fn in difference.METHODS.items()}
-
-    async def device(self, user: User) -> Device:
-        """A new auth key signed in as ``user`` (the auth service's rows, as a sign-in leaves them)."""
-        key_id = int.from_bytes(os.urandom(8), "little", signed=True)
-        await self.lab.main.execute("INSERT INTO auth_keys (id, auth_key, handshake_salt) VALUES ($1, $2, 0)",
-                                    key_id, os.urandom(256))
-        await self.lab.main.execute("INSERT INTO authorizations (auth_key_id, user_id, hash) VALUES ($1, $2, $3)",
-                                    key_id, user.id, secrets.randbits(62) + 1)
-        return Device(self, user, key_id)
 
 
 def run(main_dsn: str, body: Callable[[MessageLab, SecretLab], Awaitable[Any]], **config: Any) -> Any:
