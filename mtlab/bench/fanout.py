@@ -69,6 +69,7 @@ from mtlab.bench.messages import (
     _sign_up,
     _test_phones,
     bench_servers,
+    create_databases,
     create_users,
     service_configs,
     start_gateway,
@@ -80,11 +81,9 @@ from mtproto.session import AuthKey, ClientSession
 from mtproto.session.client import Request, RequestFailed, Result, RpcErrorReceived, UpdateReceived
 from mtproto.tl import LAYER, api
 from mtproto.transport import NEED_DATA, ClientTransport, Frame, TransportError, TransportKind
-from services.auth.server import MIGRATIONS as AUTH_MIGRATIONS
 from services.common import db
 from services.common.config import GatewayConfig, ShardConfig
-from services.common.migrations import migrate
-from shard_db import Shards, prepare
+from shard_db import Shards
 
 SESSION_QUEUE = GatewayConfig().session_queue  # frames a gateway queues per connection before it closes it
 SUBSCRIBE_WAVE = 20  # connections subscribing their sessions at once (each has up to 64 calls in flight)
@@ -718,13 +717,7 @@ async def run(settings: Settings, postgres: servers.ServerInfo, redis: servers.S
                            if info.managed and info.pid is not None}
     try:
         say("creating the run's databases")
-        await databases.create()
-        main = await db.create_pool(databases.main, max_size=2)
-        try:
-            await migrate(main, AUTH_MIGRATIONS, namespace="auth")
-        finally:
-            await main.close()
-        await prepare(databases.main, shard_cfg)
+        await create_databases(databases, shard_cfg)
         env = _service_env(databases.main, redis.dsn, folder, shard_cfg)
         messages_port, updates_port, updates_metrics = _free_port(), _free_port(), _free_port()
         say("starting the message and updates services")

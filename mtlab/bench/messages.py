@@ -79,7 +79,7 @@ from services.common.service import rpc_handler
 from services.messages import outbox, render
 from services.messages.handlers import Messages, send_message
 from services.messages.store import USER, MessageRow
-from shard_db import Shards, prepare
+from shard_db import ShardMap, Shards, prepare
 from shard_db.layout import migrate_physical
 
 PHASES = ("ceiling", "handlers", "rpc", "gateway")
@@ -827,6 +827,18 @@ class Databases:
             await con.close()
 
 
+async def create_databases(databases: Databases, shard_cfg: ShardConfig) -> ShardMap:
+    """The run's databases made as ``mtlab up`` makes a stack's: created, the auth tables migrated, the shards laid
+    out; the shard map."""
+    await databases.create()
+    main = await db.create_pool(databases.main, max_size=2)
+    try:
+        await migrate(main, AUTH_MIGRATIONS, namespace="auth")
+    finally:
+        await main.close()
+    return await prepare(databases.main, shard_cfg)
+
+
 async def run(settings: Settings, postgres: servers.ServerInfo, redis: servers.ServerInfo,
               progress: Progress | None = None) -> Report:
     """Every phase of ``settings.phases``, on fresh databases of ``postgres`` (dropped at the end)."""
@@ -845,13 +857,7 @@ async def run(settings: Settings, postgres: servers.ServerInfo, redis: servers.S
                       if info.managed and info.pid is not None}
     try:
         say("creating the run's databases")
-        await databases.create()
-        main = await db.create_pool(databases.main, max_size=2)
-        try:
-            await migrate(main, AUTH_MIGRATIONS, namespace="auth")
-        finally:
-            await main.close()
-        shard_map = await prepare(databases.main, shard_cfg)
+        shard_map = await create_databases(databases, shard_cfg)
         shard_dsns = [shard_map.dsns[name] for name in sorted(shard_map.dsns)]
         await migrate_physical(databases.main, databases.ceiling, list(range(shard_cfg.logical)), say=lambda _t: None)
         users = await create_users(databases.main, settings.users)
