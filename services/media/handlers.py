@@ -178,13 +178,16 @@ async def save_part(deps: Media, me: int, file_id: int, number: int, data: bytes
             raise RpcError(400, "UPLOAD_PARTS_TOO_MANY")
         u.bytes += grown
         u.parts += 0 if old else 1
-        # Its place in the finished file, when known (blobs.py): part 0 is at 0, any other once the part size is.
-        offset = 0 if number == 0 else number * u.part_size if u.part_size is not None else None
-        token = 0 if offset is not None else secrets.randbits(63) or 1
+        # Its place in the finished file, when known (blobs.py): part 0 is at 0, any other once the part size is;
+        # until then it waits in a side file, which the token names.
+        if number == 0 or u.part_size is not None:
+            offset, token = number * (u.part_size or 0), 0
+        else:
+            offset, token = 0, secrets.randbits(63) or 1
         await store.save_part(con, u, store.PartRow(number, size, token), now)
         # Written before the commit, so a committed part is a written one, and an assembly (which takes the
         # upload's row lock) never hashes a slot file that a part is being written into.
-        await anyio.to_thread.run_sync(deps.blobs.write_part, me, file_id, number, token, offset or 0, data)
+        await anyio.to_thread.run_sync(deps.blobs.write_part, me, file_id, number, token, offset, data)
         return old.token if old is not None and old.token != token else 0
 
     # The limits are checked (and the part recorded) before a byte is written: a refused part costs no disk. Not
